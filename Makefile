@@ -1,0 +1,36 @@
+# charnn: every target creates the virtual environment it needs; a fresh clone needs only Python 3.11+ and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORPUS := data/tinyshakespeare.txt
+STAMP := $(VENV)/.installed
+
+.PHONY: help install test train sample gradcheck clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install charnn with its test extra (editable)
+
+test: $(STAMP) ## run the test suite
+	$(BIN)/python -m pytest
+
+train: $(STAMP) ## train the default LSTM on tiny shakespeare (about 10 minutes on 2 cores)
+	$(BIN)/charnn train $(CORPUS)
+
+sample: $(STAMP) ## print text from the newest trained model
+	$(BIN)/charnn sample --seed "ROMEO:" --length 600 --temperature 0.8
+
+gradcheck: $(STAMP) ## check RNN and LSTM gradients against finite differences
+	$(BIN)/charnn gradcheck --model rnn
+	$(BIN)/charnn gradcheck --model lstm
+
+clean: ## remove the virtual environment and caches (keeps checkpoints)
+	rm -rf $(VENV) .pytest_cache *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

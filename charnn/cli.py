@@ -1,0 +1,196 @@
+"""The command line: parse, call one library function, report. No math and no file formats here.
+
+Generated text alone goes to stdout; progress and diagnostics go to stderr. A CharnnError (the
+user's input, files or settings) becomes one `Error: ...` line and exit status 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from charnn import __version__, checkpoint, gradcheck as gradcheck_mod, sample as sample_mod, train as train_mod
+from charnn.config import DTYPES, MODELS, OPTIMIZERS, ModelConfig, TrainConfig
+from charnn.errors import CharnnError
+
+EXIT_INTERRUPTED = 130  # the shell's convention for a process stopped by Ctrl-C (128 + SIGINT)
+
+_defaults = TrainConfig()
+_model_defaults = ModelConfig()
+DEFAULT_STEPS = 2000
+
+
+class _ProgressBar(train_mod.Reporter):
+    """A tqdm bar on stderr with the loss and characters per second; notes print above it."""
+
+    def __init__(self):
+        self.bar = None
+        self.rate = None  # smoothed characters per second
+
+    def start(self, total_steps, summary):
+        click.echo(summary, err=True)
+        self.bar = tqdm(total=total_steps, file=sys.stderr, unit="step", dynamic_ncols=True, mininterval=0.5)
+
+    def step(self, p):
+        self.rate = p.chars_per_sec if self.rate is None else 0.9 * self.rate + 0.1 * p.chars_per_sec
+        self.bar.set_postfix_str(f"loss {p.loss:.3f}, {self.rate:,.0f} char/s, epoch {p.epoch:.2f}", refresh=False)
+        self.bar.update(1)
+
+    def note(self, line):
+        tqdm.write(line, file=sys.stderr)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _fail(e: CharnnError):
+    raise click.ClickException(str(e)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="charnn")
+def cli():
+    """charnn: train character-level RNN and LSTM language models on a CPU, and sample from them.
+
+    \b
+    charnn train data/tinyshakespeare.txt      train an LSTM, checkpoints in checkpoints/
+    charnn sample --seed "ROMEO:"               continue a text with the newest model
+    charnn gradcheck --model rnn                check the gradients against finite differences
+    """
+
+
+@cli.command()
+@click.argument("corpus", type=click.Path(path_type=str))
+@click.option("--model", type=click.Choice(MODELS), default=_model_defaults.model, help="Recurrent cell.")
+@click.option("--hidden-size", type=int, default=_model_defaults.hidden_size, help="H: units per layer.")
+@click.option("--num-layers", type=int, default=_model_defaults.num_layers,
+              help="L: stacked layers; layer l reads layer l-1's hidden state.")
+@click.option("--seq-length", type=int, default=_defaults.seq_length,
+              help="T: characters per window; backprop runs through all T steps.")
+@click.option("--batch-size", type=int, default=_defaults.batch_size, help="B: parallel contiguous streams.")
+@click.option("--steps", type=int, default=None,
+              help=f"Stop after this many updates  [default: {DEFAULT_STEPS} unless --epochs is given]")
+@click.option("--epochs", type=float, default=None, help="Stop after this many passes over the training split "
+              "(with --steps too, whichever comes first)  [default: no limit]")
+@click.option("--learning-rate", type=float, default=_defaults.learning_rate)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_defaults.optimizer)
+@click.option("--grad-clip", type=float, default=_defaults.grad_clip, help="Maximum global gradient norm; 0 turns clipping off.")
+@click.option("--val-frac", type=float, default=_defaults.val_frac, help="The last fraction of the text held out for validation.")
+@click.option("--eval-every", type=int, default=_defaults.eval_every,
+              help="Steps between validation passes; each writes latest.npz (and best.npz when it improves).")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=str), default="checkpoints",
+              help="Each run writes into its own new folder here.")
+@click.option("--run-name", default=None, help="The run's folder name  [default: CORPUS-MODEL-N, the first free N]")
+@click.option("--random-seed", type=int, default=_defaults.random_seed, help="Same seed, corpus and options: identical checkpoints.")
+@click.option("--dtype", type=click.Choice(DTYPES), default=_defaults.dtype, help="Floating-point type of training.")
+def train(corpus, model, hidden_size, num_layers, seq_length, batch_size, steps, epochs, learning_rate, optimizer,
+          grad_clip, val_frac, eval_every, checkpoint_dir, run_name, random_seed, dtype):
+    """Train a new model on CORPUS, a UTF-8 text file.
+
+    Prints a validation line such as `step 400  val loss 1.812 nats/char  2.614 bits/char` every
+    --eval-every steps and at the end. Ctrl-C saves the last finished step and exits with 130.
+    """
+    try:
+        if steps is None and epochs is None:
+            steps = DEFAULT_STEPS
+        model_config = ModelConfig(model=model, hidden_size=hidden_size, num_layers=num_layers)
+        train_config = TrainConfig(seq_length=seq_length, batch_size=batch_size, steps=steps, epochs=epochs,
+                                   learning_rate=learning_rate, optimizer=optimizer, grad_clip=grad_clip,
+                                   val_frac=val_frac, eval_every=eval_every, random_seed=random_seed, dtype=dtype)
+        bar = _ProgressBar()
+        try:
+            result = train_mod.train(corpus, model_config, train_config, checkpoint_dir, run_name, reporter=bar)
+        finally:
+            bar.close()
+    except CharnnError as e:
+        _fail(e)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now; checkpoints are written atomically
+        click.echo("interrupted again: stopped without saving; the checkpoints on disk are intact", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if result.status == "diverged":
+        _fail(CharnnError(result.message))
+    click.echo(result.message, err=True)
+    if result.status == "interrupted":
+        sys.exit(EXIT_INTERRUPTED)
+
+
+@cli.command()
+@click.option("--checkpoint", "checkpoint_path", type=click.Path(path_type=str), default=None,
+              help="A checkpoint file, or a run folder (its best.npz)  "
+                   "[default: the best checkpoint of the newest run in checkpoints/]")
+@click.option("--seed", default=None,
+              help="Text fed through the model before generating, printed first  "
+                   "[default: a newline, or a random known character if the model has no newline]")
+@click.option("--length", type=int, default=500, help="Characters to generate (not counting the seed).")
+@click.option("--temperature", type=float, default=1.0, help="Above 0; lower is more conservative, higher more varied.")
+@click.option("--top-k", type=int, default=None, help="Draw only from the K most likely characters  [default: all]")
+@click.option("--argmax", is_flag=True, help="Always take the most likely character (deterministic).")
+@click.option("--random-seed", type=int, default=None, help="Same seed: same text  [default: different each run]")
+def sample(checkpoint_path, seed, length, temperature, top_k, argmax, random_seed):
+    """Generate text from a trained model, streamed to stdout as it is made."""
+    try:
+        sample_mod.check_options(temperature, top_k, length)
+        path = checkpoint.find(checkpoint_path)
+        if checkpoint_path is None:
+            click.echo(f"sampling from {path}", err=True)
+        ckpt = checkpoint.load(path)
+        rng = np.random.default_rng(random_seed)
+        if seed is None:
+            seed = sample_mod.default_seed(ckpt.vocab, rng)
+        chars = sample_mod.generate(ckpt.params, ckpt.model_config, ckpt.vocab, seed, length, rng,
+                                    temperature=temperature, top_k=top_k, argmax=argmax)
+        first = next(chars, "")  # priming happens here, so a bad seed fails before anything is printed
+        out = sys.stdout
+        out.write(seed + first)
+        out.flush()
+        for ch in chars:
+            out.write(ch)
+            out.flush()
+        out.write("\n")
+        out.flush()
+    except CharnnError as e:
+        _fail(e)
+    except BrokenPipeError:  # e.g. `charnn sample | head`: the reader is gone, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@cli.command()
+@click.option("--model", type=click.Choice(MODELS), default="lstm", help="Recurrent cell.")
+@click.option("--num-layers", type=int, default=2, help="L: stacked layers.")
+@click.option("--hidden-size", type=int, default=5, help="H: units per layer.")
+@click.option("--seq-length", type=int, default=4, help="T: steps backprop runs through.")
+@click.option("--batch-size", type=int, default=3, help="B: parallel streams.")
+@click.option("--vocab-size", type=int, default=7, help="V: characters in the random problem.")
+@click.option("--random-seed", type=int, default=0)
+def gradcheck(model, num_layers, hidden_size, seq_length, batch_size, vocab_size, random_seed):
+    """Check the model's BPTT gradients against float64 finite differences.
+
+    Prints the worst relative error of every parameter; exits 1 if any is above the threshold.
+    """
+    for name, value in (("--seq-length", seq_length), ("--batch-size", batch_size), ("--vocab-size", vocab_size)):
+        if value < 1:
+            _fail(CharnnError(f"{name} must be a positive whole number, got {value}"))
+    try:
+        t0 = time.perf_counter()
+        errors = gradcheck_mod.check_model(model, num_layers, hidden_size, seq_length, batch_size, vocab_size, random_seed)
+    except CharnnError as e:
+        _fail(e)
+    click.echo(f"{model}, {num_layers} layer(s) of {hidden_size}, T={seq_length}, B={batch_size}, V={vocab_size}: "
+               f"worst relative error per parameter (threshold {gradcheck_mod.THRESHOLD:g})")
+    for name, err in errors.items():
+        click.echo(f"  {name:10s} {err:.2e}  {'ok' if err <= gradcheck_mod.THRESHOLD else 'FAIL'}")
+    worst = max(errors.values())
+    click.echo(f"{'passed' if worst <= gradcheck_mod.THRESHOLD else 'FAILED'}: worst {worst:.2e} "
+               f"({time.perf_counter() - t0:.1f} s)")
+    if worst > gradcheck_mod.THRESHOLD:
+        sys.exit(1)
+
+
+def main():
+    cli(prog_name="charnn")

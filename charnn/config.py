@@ -1,0 +1,107 @@
+"""The two records that describe a run: what the model is, and how it is trained.
+
+Both are saved inside every checkpoint (as JSON in its header), so `charnn sample` can rebuild the
+model and a later run can see how an earlier one was made (as nanoGPT keeps its config in its
+checkpoints). `validate()` gives the one-line messages users see for bad settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from charnn.errors import CharnnError
+
+MODELS = ("rnn", "lstm")
+OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
+DTYPES = ("float32", "float64")
+
+
+def _positive(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise CharnnError(f"{name} must be a positive whole number, got {value!r}")
+
+
+def _choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise CharnnError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network's shape. V = vocab_size, H = hidden_size, L = num_layers."""
+
+    model: str = "lstm"  # "rnn" (tanh recurrence) or "lstm"
+    vocab_size: int = 65  # V: characters in the vocabulary (input and output width)
+    hidden_size: int = 256  # H: units in each recurrent layer
+    num_layers: int = 2  # L: stacked recurrent layers; layer l reads layer l-1's hidden state
+
+    def validate(self) -> "ModelConfig":
+        _choice("--model", self.model, MODELS)
+        _positive("the vocabulary size", self.vocab_size)
+        _positive("--hidden-size", self.hidden_size)
+        _positive("--num-layers", self.num_layers)
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        return _from_dict(cls, d, "model config").validate()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the model is trained. T = seq_length, B = batch_size."""
+
+    seq_length: int = 64  # T: characters per window; backprop runs through all T steps
+    batch_size: int = 64  # B: parallel contiguous streams over the training text
+    steps: int | None = None  # stop after this many updates (None: only --epochs limits)
+    epochs: float | None = None  # stop after this many passes over the training split
+    learning_rate: float = 2e-3
+    optimizer: str = "adam"
+    grad_clip: float = 5.0  # maximum global gradient norm; 0 turns clipping off
+    val_frac: float = 0.1  # the last val_frac of the text is the validation split
+    eval_every: int = 200  # steps between validation passes (and checkpoints)
+    random_seed: int = 0
+    dtype: str = "float32"
+
+    def validate(self) -> "TrainConfig":
+        _positive("--seq-length", self.seq_length)
+        _positive("--batch-size", self.batch_size)
+        _positive("--eval-every", self.eval_every)
+        if self.steps is None and self.epochs is None:
+            raise CharnnError("give --steps or --epochs (or both): training needs an end")
+        if self.steps is not None:
+            _positive("--steps", self.steps)
+        if self.epochs is not None and not (self.epochs > 0 and math.isfinite(self.epochs)):
+            raise CharnnError(f"--epochs must be a positive number, got {self.epochs!r}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise CharnnError(f"--learning-rate must be a positive number, got {self.learning_rate!r}")
+        if not (self.grad_clip >= 0 and math.isfinite(self.grad_clip)):
+            raise CharnnError(f"--grad-clip must be 0 (off) or a positive number, got {self.grad_clip!r}")
+        if not 0 < self.val_frac < 1:
+            raise CharnnError(f"--val-frac must be between 0 and 1 (exclusive), got {self.val_frac!r}")
+        if not isinstance(self.random_seed, int) or self.random_seed < 0:
+            raise CharnnError(f"--random-seed must be a whole number >= 0, got {self.random_seed!r}")
+        _choice("--optimizer", self.optimizer, OPTIMIZERS)
+        _choice("--dtype", self.dtype, DTYPES)
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return _from_dict(cls, d, "training config").validate()
+
+
+def _from_dict(cls, d: dict, what: str):
+    """Rebuild a config from a checkpoint header: unknown fields are refused, and fields added to
+    charnn after the checkpoint was written take their defaults."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    if not isinstance(d, dict) or not set(d) <= names:
+        raise CharnnError(f"the checkpoint's {what} has fields this version of charnn does not know")
+    return cls(**d)

@@ -1,0 +1,226 @@
+"""Layers as forward/backward pairs (the CS231n `rnn_layers.py` shape): `x_forward(...) -> (out,
+cache)` and `x_backward(dout, cache) -> gradients`. Pure functions: no state, no RNG, no I/O.
+
+Dimensions: T time steps, B batch (parallel streams), V vocabulary, D input width, H hidden units,
+N = T*B rows. Sequences are time-major, (T, B, ...), because the recurrence walks time: h[t] is then
+one contiguous (B, H) block. Rows multiply weights from the left (`x @ W`, batch-first rows).
+
+The recurrent layers take `xw`, the input projection `x_t W_xh + b` of every step, made before the
+time loop by one product (affine_forward) or one row lookup (embedding_forward). Inside the loop
+only the recurrent product `h_{t-1} W_hh` remains, and their backward returns `dxw` so the weight
+gradients are again one product over all N rows after the loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Scatter-add of embedding gradients: np.add.at is the plain statement of the math but slow; for a
+# small vocabulary the same sum as a one-hot matrix product is several times faster (DESIGN.md
+# measured 1.5 ms vs 9 ms at V = 65). Above this size the one-hot matrix costs more than it saves.
+ONEHOT_MAX_VOCAB = 256
+
+
+# ---------------------------------------------------------------------------------------------
+# Input projections
+
+
+def embedding_forward(ids, W, b):
+    """One-hot input times W, as a row lookup.
+
+    ids: (T, B) integer ids < V;  W: (V, D);  b: (D,)
+    out: (T, B, D) = W[ids] + b, which equals onehot(ids) @ W + b without building the one-hot.
+    """
+    out = W[ids]
+    out += b
+    return out, (ids, W.shape[0])
+
+
+def embedding_backward(dout, cache):
+    """dout: (T, B, D) -> dW: (V, D), db: (D,). Row v of dW sums dout over the steps whose id is v."""
+    ids, V = cache
+    D = dout.shape[-1]
+    rows = dout.reshape(-1, D)  # (N, D)
+    flat = ids.reshape(-1)  # (N,)
+    if V <= ONEHOT_MAX_VOCAB:
+        onehot = np.zeros((flat.size, V), dout.dtype)  # (N, V)
+        onehot[np.arange(flat.size), flat] = 1
+        dW = onehot.T @ rows
+    else:
+        dW = embedding_scatter_reference(flat, rows, V)
+    return dW, rows.sum(axis=0)
+
+
+def embedding_scatter_reference(flat_ids, rows, V):
+    """The embedding gradient as written in the math: dW[ids[n]] += rows[n]. (N,), (N, D) -> (V, D)."""
+    dW = np.zeros((V, rows.shape[1]), rows.dtype)
+    np.add.at(dW, flat_ids, rows)
+    return dW
+
+
+def affine_forward(x, W, b):
+    """x: (N, D);  W: (D, M);  b: (M,)  ->  out: (N, M) = x @ W + b."""
+    out = x @ W
+    out += b
+    return out, (x, W)
+
+
+def affine_backward(dout, cache):
+    """dout: (N, M) -> dx: (N, D), dW: (D, M), db: (M,)."""
+    x, W = cache
+    return dout @ W.T, x.T @ dout, dout.sum(axis=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Vanilla RNN:  h_t = tanh(x_t W_xh + h_{t-1} W_hh + b_h)   (min-char-rnn, Karpathy 2015)
+
+
+def rnn_step(xw, h, Whh, out=None):
+    """One step. xw: (B, H) = x_t W_xh + b_h;  h: (B, H) = h_{t-1};  Whh: (H, H)  ->  h_t: (B, H)."""
+    out = np.matmul(h, Whh, out=out)
+    out += xw
+    return np.tanh(out, out=out)
+
+
+def rnn_forward(xw, h0, Whh):
+    """The whole sequence. xw: (T, B, H);  h0: (B, H);  Whh: (H, H).
+
+    Returns hs: (T+1, B, H) with hs[0] = h0 and hs[t] = h_t, and the cache.
+    """
+    T, B, H = xw.shape
+    hs = np.empty((T + 1, B, H), xw.dtype)  # hidden states, hs[0] = h0
+    hs[0] = h0
+    for t in range(T):
+        rnn_step(xw[t], hs[t], Whh, out=hs[t + 1])
+    return hs, (hs, Whh)
+
+
+def rnn_backward(dhs, cache):
+    """dhs: (T, B, H), the loss gradient w.r.t. h_1..h_T from the layers above.
+
+    Returns dxw: (T, B, H), dh0: (B, H), dWhh: (H, H). Backprop through time: from the last step to
+    the first, adding the gradient that h_t receives through h_{t+1}.
+    """
+    hs, Whh = cache
+    T, B, H = dhs.shape
+    dxw = np.empty_like(dhs)  # gradient at the pre-activation a_t = x_t W_xh + h_{t-1} W_hh + b_h
+    dh = np.zeros((B, H), dhs.dtype)  # gradient reaching h_t from step t+1 (none after the last)
+    for t in reversed(range(T)):
+        da = dxw[t]
+        np.add(dhs[t], dh, out=da)
+        da *= 1 - hs[t + 1] * hs[t + 1]  # tanh'(a) = 1 - tanh(a)^2
+        dh = da @ Whh.T
+    dWhh = hs[:-1].reshape(T * B, H).T @ dxw.reshape(T * B, H)
+    return dxw, dh, dWhh
+
+
+# ---------------------------------------------------------------------------------------------
+# LSTM (Hochreiter & Schmidhuber 1997, with a forget gate, Gers et al. 2000):
+#   [i f o] = sigmoid(a[:, :3H]), g = tanh(a[:, 3H:]),  a = x_t W_xh + h_{t-1} W_hh + b
+#   c_t = f * c_{t-1} + i * g        (keep some of the old memory, write some new)
+#   h_t = o * tanh(c_t)              (read some of it out)
+# The gates sit side by side in one (B, 4H) block, the three sigmoids first, so one product makes
+# all four and one call activates all three sigmoids (sigmoid(x) = (1 + tanh(x/2)) / 2).
+
+
+def _lstm_cell(a, c_prev, c, tanh_c, h):
+    """One step of the cell, in place. a: (B, 4H) pre-activations in, activated gates out;
+    c_prev: (B, H); writes c, tanh_c, h: (B, H)."""
+    H = c.shape[-1]
+    sig = a[:, :3 * H]
+    sig *= 0.5
+    np.tanh(sig, out=sig)
+    sig *= 0.5
+    sig += 0.5
+    np.tanh(a[:, 3 * H:], out=a[:, 3 * H:])
+    i, f, o, g = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+    np.multiply(f, c_prev, out=c)
+    c += i * g
+    np.tanh(c, out=tanh_c)
+    np.multiply(o, tanh_c, out=h)
+
+
+def lstm_step(xw, h, c, Whh):
+    """One step. xw: (B, 4H) = x_t W_xh + b;  h, c: (B, H);  Whh: (H, 4H)  ->  (h_t, c_t)."""
+    a = h @ Whh
+    a += xw
+    h_new, c_new, tanh_c = np.empty_like(h), np.empty_like(c), np.empty_like(c)
+    _lstm_cell(a, c, c_new, tanh_c, h_new)
+    return h_new, c_new
+
+
+def lstm_forward(xw, h0, c0, Whh):
+    """The whole sequence. xw: (T, B, 4H);  h0, c0: (B, H);  Whh: (H, 4H).
+
+    Returns hs: (T+1, B, H), cs: (T+1, B, H) (index 0 is the initial state) and the cache.
+    """
+    T, B, G = xw.shape
+    H = G // 4
+    hs = np.empty((T + 1, B, H), xw.dtype)  # hidden states, hs[0] = h0
+    cs = np.empty((T + 1, B, H), xw.dtype)  # cell states, cs[0] = c0
+    tanh_cs = np.empty((T, B, H), xw.dtype)  # tanh(c_t), kept for backward
+    gates = np.empty((T, B, G), xw.dtype)  # activated [i f o g] of every step
+    hs[0], cs[0] = h0, c0
+    for t in range(T):
+        a = gates[t]
+        np.matmul(hs[t], Whh, out=a)
+        a += xw[t]
+        _lstm_cell(a, cs[t], cs[t + 1], tanh_cs[t], hs[t + 1])
+    return hs, cs, (hs, cs, tanh_cs, gates, Whh)
+
+
+def lstm_backward(dhs, cache):
+    """dhs: (T, B, H), the loss gradient w.r.t. h_1..h_T from the layers above.
+
+    Returns dxw: (T, B, 4H), dh0: (B, H), dc0: (B, H), dWhh: (H, 4H).
+    """
+    hs, cs, tanh_cs, gates, Whh = cache
+    T, B, H = dhs.shape
+    dxw = np.empty_like(gates)  # gradient at the gates' pre-activations
+    dh = np.zeros((B, H), dhs.dtype)  # gradient reaching h_t from step t+1
+    dc = np.zeros((B, H), dhs.dtype)  # gradient reaching c_t from step t+1
+    tmp = np.empty((B, H), dhs.dtype)
+    for t in reversed(range(T)):
+        act, tc, d = gates[t], tanh_cs[t], dxw[t]
+        i, f, o, g = act[:, :H], act[:, H:2 * H], act[:, 2 * H:3 * H], act[:, 3 * H:]
+        di, df, do, dg = d[:, :H], d[:, H:2 * H], d[:, 2 * H:3 * H], d[:, 3 * H:]
+        dh += dhs[t]  # total gradient at h_t
+        np.multiply(dh, tc, out=do)  # h = o * tanh(c)
+        np.multiply(tc, tc, out=tmp)
+        np.subtract(1, tmp, out=tmp)
+        tmp *= o
+        tmp *= dh
+        dc += tmp  # ... and through tanh(c) into c
+        np.multiply(dc, g, out=di)  # c = f * c_prev + i * g
+        np.multiply(dc, cs[t], out=df)
+        np.multiply(dc, i, out=dg)
+        dc *= f  # the gradient c_{t-1} receives
+        sig = act[:, :3 * H]
+        d[:, :3 * H] *= sig * (1 - sig)  # sigmoid' = s (1 - s)
+        dg *= 1 - g * g  # tanh' = 1 - tanh^2
+        dh = d @ Whh.T  # the gradient h_{t-1} receives
+    dWhh = hs[:-1].reshape(T * B, H).T @ dxw.reshape(T * B, 4 * H)
+    return dxw, dh, dc, dWhh
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def softmax_cross_entropy(logits, targets):
+    """Mean cross-entropy of softmax(logits) against the target ids, and its gradient.
+
+    logits: (N, V);  targets: (N,) ids  ->  loss (float, nats per row), dlogits: (N, V).
+    Stable form: subtract each row's max before exp (CS231n); the loss is summed in float64.
+    """
+    N = logits.shape[0]
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(shifted)
+    sums = probs.sum(axis=1, keepdims=True)
+    rows = np.arange(N)
+    log_p = shifted[rows, targets] - np.log(sums[:, 0])  # (N,) log-probability of each target
+    loss = -float(log_p.sum(dtype=np.float64)) / N
+    probs /= sums
+    probs[rows, targets] -= 1
+    probs /= N
+    return loss, probs

@@ -1,0 +1,156 @@
+"""The character model: parameters, their initialisation, the loss and its gradients over a batch
+by full backpropagation through time, and one step for generation.
+
+    x_t  --embedding-->  layer 0  -->  layer 1  --> ... -->  layer L-1  --affine-->  logits y_t
+                         (RNN or LSTM, each reading the hidden state of the one below)
+
+Parameters live in one dict of named arrays; gradients and optimizer state use the same names:
+    l{l}.Wxh  (D_l, G*H)   input weights of layer l (D_0 = V: one-hot characters; D_l = H above)
+    l{l}.Whh  (H, G*H)     recurrent weights
+    l{l}.bh   (G*H,)       bias
+    Why       (H, V)       output weights
+    by        (V,)         output bias
+with G = 1 for the RNN and 4 for the LSTM (gates i, f, o, g side by side).
+
+The recurrent state is a dict: "h" (L, B, H) for both models and "c" (L, B, H) for the LSTM. A
+batch starts from the state it is given and returns its final state; no gradient flows into the
+given state (it is a constant: backprop runs through the T steps of this batch and no further).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from charnn import layers
+from charnn.config import ModelConfig
+
+
+def gates(config: ModelConfig) -> int:
+    """G: blocks of H columns in each layer's fused weights (the LSTM's four gates)."""
+    return 4 if config.model == "lstm" else 1
+
+
+def state_names(config: ModelConfig) -> tuple[str, ...]:
+    return ("h", "c") if config.model == "lstm" else ("h",)
+
+
+def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every parameter's name and shape, in a fixed order (init, checkpoints and tests use it)."""
+    V, H, L, G = config.vocab_size, config.hidden_size, config.num_layers, gates(config)
+    shapes = {}
+    for l in range(L):
+        shapes[f"l{l}.Wxh"] = (V if l == 0 else H, G * H)
+        shapes[f"l{l}.Whh"] = (H, G * H)
+        shapes[f"l{l}.bh"] = (G * H,)
+    shapes["Why"] = (H, V)
+    shapes["by"] = (V,)
+    return shapes
+
+
+def init_params(config: ModelConfig, rng: np.random.Generator, dtype="float32") -> dict[str, np.ndarray]:
+    """Uniform(-1/sqrt(H), 1/sqrt(H)) weights, as PyTorch's nn.RNN/nn.LSTM/nn.Linear start; zero
+    biases except the LSTM's forget gate, which starts at 1 so the cell keeps its memory at first
+    (Jozefowicz et al. 2015)."""
+    H = config.hidden_size
+    params = {}
+    for name, shape in param_shapes(config).items():
+        if name == "by" or name.endswith(".bh"):
+            p = np.zeros(shape, dtype)
+            if config.model == "lstm":
+                p[H:2 * H] = 1.0  # forget gate block
+        else:
+            bound = 1.0 / math.sqrt(H)
+            p = rng.uniform(-bound, bound, size=shape).astype(dtype)
+        params[name] = p
+    return params
+
+
+def zero_state(config: ModelConfig, batch_size: int, dtype="float32") -> dict[str, np.ndarray]:
+    L, H = config.num_layers, config.hidden_size
+    return {name: np.zeros((L, batch_size, H), dtype) for name in state_names(config)}
+
+
+def forward(params, config: ModelConfig, inputs, state, targets=None):
+    """Run the model over a batch of windows.
+
+    inputs: (T, B) ids;  state: the dict above, each (L, B, H);  targets: (T, B) ids or None.
+    Returns (logits (T*B, V) with row t*B + b for step t of stream b, loss (mean nats per character,
+    None without targets), the final state, and the cache for backward).
+    """
+    T, B = inputs.shape
+    H = config.hidden_size
+    lstm = config.model == "lstm"
+    new_state = {name: np.empty_like(s) for name, s in state.items()}
+    caches = []  # one (input cache, recurrent cache) per layer
+    x = None  # (T, B, H): the outputs of the layer below
+    for l in range(config.num_layers):
+        Wxh, Whh, bh = params[f"l{l}.Wxh"], params[f"l{l}.Whh"], params[f"l{l}.bh"]
+        if l == 0:
+            xw, in_cache = layers.embedding_forward(inputs, Wxh, bh)  # (T, B, G*H)
+        else:
+            xw, in_cache = layers.affine_forward(x.reshape(T * B, H), Wxh, bh)
+            xw = xw.reshape(T, B, -1)
+        if lstm:
+            hs, cs, rec_cache = layers.lstm_forward(xw, state["h"][l], state["c"][l], Whh)
+            new_state["c"][l] = cs[-1]
+        else:
+            hs, rec_cache = layers.rnn_forward(xw, state["h"][l], Whh)
+        new_state["h"][l] = hs[-1]
+        caches.append((in_cache, rec_cache))
+        x = hs[1:]  # (T, B, H), a contiguous view
+    logits, out_cache = layers.affine_forward(x.reshape(T * B, H), params["Why"], params["by"])
+    loss, dlogits = None, None
+    if targets is not None:
+        loss, dlogits = layers.softmax_cross_entropy(logits, targets.reshape(-1))
+    return logits, loss, new_state, (caches, out_cache, dlogits, (T, B))
+
+
+def backward(config: ModelConfig, cache) -> dict[str, np.ndarray]:
+    """The gradients of forward's loss w.r.t. every parameter: forward walked in reverse."""
+    caches, out_cache, dlogits, (T, B) = cache
+    H = config.hidden_size
+    grads = {}
+    dx, grads["Why"], grads["by"] = layers.affine_backward(dlogits, out_cache)
+    dhs = dx.reshape(T, B, H)  # gradient w.r.t. the top layer's outputs
+    for l in reversed(range(config.num_layers)):
+        in_cache, rec_cache = caches[l]
+        if config.model == "lstm":
+            dxw, _dh0, _dc0, grads[f"l{l}.Whh"] = layers.lstm_backward(dhs, rec_cache)
+        else:
+            dxw, _dh0, grads[f"l{l}.Whh"] = layers.rnn_backward(dhs, rec_cache)
+        # The initial state is a constant (carried from the previous window): _dh0/_dc0 stop here.
+        if l == 0:
+            grads["l0.Wxh"], grads["l0.bh"] = layers.embedding_backward(dxw, in_cache)
+        else:
+            dx, grads[f"l{l}.Wxh"], grads[f"l{l}.bh"] = layers.affine_backward(dxw.reshape(T * B, -1), in_cache)
+            dhs = dx.reshape(T, B, H)
+    return {name: grads[name] for name in params_order(config)}
+
+
+def params_order(config: ModelConfig):
+    return param_shapes(config).keys()
+
+
+def loss_and_grads(params, config: ModelConfig, inputs, targets, state):
+    """Forward and full BPTT over one batch: (loss, grads, final state)."""
+    _, loss, new_state, cache = forward(params, config, inputs, state, targets)
+    return loss, backward(config, cache), new_state
+
+
+def step(params, config: ModelConfig, ids, state):
+    """Advance the model one character: ids (B,) -> (logits (B, V), new state). The state dict is
+    not modified; the seed's `y = rnn.step(x)`, with the state passed in and out."""
+    lstm = config.model == "lstm"
+    new_state = {name: np.empty_like(s) for name, s in state.items()}
+    x = None  # (B, H)
+    for l in range(config.num_layers):
+        Wxh, Whh, bh = params[f"l{l}.Wxh"], params[f"l{l}.Whh"], params[f"l{l}.bh"]
+        xw = Wxh[ids] + bh if l == 0 else x @ Wxh + bh  # (B, G*H)
+        if lstm:
+            new_state["h"][l], new_state["c"][l] = layers.lstm_step(xw, state["h"][l], state["c"][l], Whh)
+        else:
+            new_state["h"][l] = layers.rnn_step(xw, state["h"][l], Whh)
+        x = new_state["h"][l]
+    return x @ params["Why"] + params["by"], new_state

@@ -1,0 +1,71 @@
+"""Global-norm gradient clipping and the optimizers, all keyed by the parameters' names.
+
+Optimizer state is a dict of slots, each a dict with the parameters' names: Adam keeps "m" (first
+moment) and "v" (second moment), RMSProp and Adagrad keep "v", SGD keeps nothing. The update count
+`t` (Adam's bias correction) is kept by the caller and saved in the checkpoint header.
+Updates work in place on the parameter arrays.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+SLOTS = {"adam": ("m", "v"), "rmsprop": ("v",), "adagrad": ("v",), "sgd": ()}
+
+ADAM_BETAS = (0.9, 0.999)  # Kingma & Ba 2015, as PyTorch
+RMSPROP_DECAY = 0.99  # PyTorch's default alpha
+EPS = 1e-8
+
+
+def global_norm(grads: dict[str, np.ndarray]) -> float:
+    """sqrt of the sum of squares of every gradient element, in float64."""
+    return math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+
+
+def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
+    """Scale all gradients together so their global norm is at most max_norm (0: no clipping).
+    Returns the norm before clipping. Unlike element-wise clipping it keeps the gradient's
+    direction (Pascanu et al. 2013)."""
+    norm = global_norm(grads)
+    if max_norm > 0 and norm > max_norm:
+        scale = max_norm / (norm + 1e-6)
+        for g in grads.values():
+            g *= scale
+    return norm
+
+
+def init_state(optimizer: str, params: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    return {slot: {name: np.zeros_like(p) for name, p in params.items()} for slot in SLOTS[optimizer]}
+
+
+def update(optimizer: str, params, grads, state, learning_rate: float, t: int) -> None:
+    """One update of every parameter, in place. t: this update's number, counted from 1."""
+    if optimizer == "adam":
+        b1, b2 = ADAM_BETAS
+        # Bias correction folded into the step size (Kingma & Ba 2015, end of section 2).
+        lr_t = learning_rate * math.sqrt(1 - b2**t) / (1 - b1**t)
+        eps_t = EPS * math.sqrt(1 - b2**t)
+    for name, p in params.items():
+        g = grads[name]
+        if optimizer == "sgd":
+            p -= learning_rate * g
+            continue
+        v = state["v"][name]
+        if optimizer == "adam":
+            m = state["m"][name]
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * g * g
+            p -= lr_t * m / (np.sqrt(v) + eps_t)
+        elif optimizer == "rmsprop":
+            v *= RMSPROP_DECAY
+            v += (1 - RMSPROP_DECAY) * g * g
+            p -= learning_rate * g / (np.sqrt(v) + EPS)
+        elif optimizer == "adagrad":
+            v += g * g
+            p -= learning_rate * g / (np.sqrt(v) + EPS)
+        else:
+            raise AssertionError(f"unknown optimizer {optimizer}")

@@ -1,0 +1,41 @@
+"""Shared helpers: tiny corpora and a tiny, fast training configuration."""
+
+import numpy as np
+import pytest
+
+from charnn.config import ModelConfig, TrainConfig
+
+# A short text with some structure (repeated words), long enough for tiny runs.
+TINY_TEXT = ("the cat sat on the mat. the dog sat on the log. " * 40
+             + "a cat and a dog, the mat and the log.\n" * 20)
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path):
+    path = tmp_path / "tiny.txt"
+    path.write_text(TINY_TEXT, encoding="utf-8")
+    return path
+
+
+def tiny_configs(model="lstm", steps=30, **train):
+    mc = ModelConfig(model=model, hidden_size=16, num_layers=2)
+    opts = dict(seq_length=16, batch_size=4, steps=steps, eval_every=10, learning_rate=3e-2)
+    opts.update(train)
+    return mc, TrainConfig(**opts)
+
+
+def random_params_and_state(config, rng, batch_size, dtype="float64"):
+    """float64 parameters with non-zero biases and a non-zero carried state, for exact comparisons."""
+    from charnn import model
+
+    params = model.init_params(config, rng, dtype)
+    for p in params.values():
+        p += rng.uniform(-0.3, 0.3, size=p.shape).astype(dtype)
+    state = {n: rng.uniform(-0.8, 0.8, size=s.shape).astype(dtype)
+             for n, s in model.zero_state(config, batch_size, dtype).items()}
+    return params, state
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

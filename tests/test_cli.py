@@ -1,0 +1,227 @@
+"""The command line through click's CliRunner (stdout and stderr apart), and as a real process
+for `python -m charnn` and Ctrl-C."""
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charnn import checkpoint, model
+from charnn.cli import cli
+
+from conftest import TINY_TEXT
+
+TINY = ["--hidden-size", "16", "--num-layers", "1", "--seq-length", "16", "--batch-size", "4",
+        "--learning-rate", "0.03"]
+VAL_LINE = re.compile(r"^step \d+  val loss \d+\.\d{3} nats/char  \d+\.\d{3} bits/char")
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A fresh folder as the current directory, holding tiny.txt; checkpoints/ goes here."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")
+    return tmp_path
+
+
+@pytest.fixture
+def trained(workdir):
+    r = run("train", "tiny.txt", *TINY, "--steps", 40, "--eval-every", 20)
+    assert r.exit_code == 0, r.stderr
+    return r
+
+
+def test_train_reports_on_stderr_only(trained, workdir):
+    assert trained.stdout == ""
+    lines = [l for l in re.split(r"[\r\n]", trained.stderr) if VAL_LINE.match(l)]  # the bar redraws with \r
+    assert [l.split()[1] for l in lines] == ["20", "40"]
+    assert "char/s" in trained.stderr and "loss" in trained.stderr  # the progress bar
+    assert "done: 40 steps; best val loss" in trained.stderr
+    assert sorted(os.listdir(workdir / "checkpoints" / "tiny-lstm-1")) == ["best.npz", "latest.npz"]
+
+
+def test_sample_streams_the_seed_and_its_continuation(trained):
+    r = run("sample", "--seed", "the ", "--length", 30, "--random-seed", 3)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.startswith("the ") and len(r.stdout) == len("the ") + 30 + 1 and r.stdout.endswith("\n")
+    assert r.stderr.strip() == f"sampling from {os.path.join('checkpoints', 'tiny-lstm-1', 'best.npz')}"
+    again = run("sample", "--seed", "the ", "--length", 30, "--random-seed", 3)
+    other = run("sample", "--seed", "the ", "--length", 30, "--random-seed", 4)
+    assert again.stdout == r.stdout and other.stdout != r.stdout
+    explicit = run("sample", "--checkpoint", "checkpoints/tiny-lstm-1/best.npz", "--seed", "the ", "--length", 30,
+                   "--random-seed", 3)
+    assert explicit.stdout == r.stdout and explicit.stderr == ""  # nothing to name: it was given
+
+
+def test_sample_default_seed_and_options(trained):
+    r = run("sample", "--length", 20, "--top-k", 3, "--temperature", 0.5, "--random-seed", 1)
+    assert r.exit_code == 0 and r.stdout.startswith("\n") and len(r.stdout) == 1 + 20 + 1
+    a = run("sample", "--seed", "the", "--argmax", "--length", 25)
+    b = run("sample", "--seed", "the", "--argmax", "--length", 25, "--random-seed", 9)
+    assert a.stdout == b.stdout
+
+
+def test_hello_through_the_cli(workdir):
+    (workdir / "hello.txt").write_text("hello" * 40)
+    r = run("train", "hello.txt", "--model", "rnn", "--hidden-size", 16, "--num-layers", 1, "--seq-length", 10,
+            "--batch-size", 2, "--steps", 150, "--eval-every", 150, "--learning-rate", 0.02)
+    assert r.exit_code == 0, r.stderr
+    r = run("sample", "--seed", "h", "--argmax", "--length", 4)
+    assert r.stdout == "hello\n"
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "gradcheck"])
+def test_help_lists_every_option_with_its_default(command):
+    r = run(command, "--help")
+    assert r.exit_code == 0
+    options = re.findall(r"^  (--[a-z-]+)", r.stdout, re.M)
+    assert len(options) >= 6
+    for block in re.split(r"\n  (?=--)", r.stdout.split("Options:")[1])[1:]:
+        if not block.startswith(("--help", "--argmax")):
+            assert "default" in block, block
+
+
+# ------------------------------------------------------------------------------------------------
+# Every bad input: exit status 1 (or click's 2 for usage), one "Error:" line, no traceback, stdout empty
+
+
+def assert_clean_error(r, *fragments, code=1):
+    assert r.exit_code == code, (r.exit_code, r.stdout, r.stderr)
+    assert r.stdout == "" and "Traceback" not in r.stderr
+    error_lines = [l for l in r.stderr.splitlines() if l.startswith("Error:")]
+    assert len(error_lines) == 1, r.stderr
+    for f in fragments:
+        assert f in error_lines[0], (f, error_lines[0])
+
+
+def test_bad_corpora(workdir):
+    (workdir / "empty.txt").write_text("")
+    (workdir / "short.txt").write_text("just a few words")
+    (workdir / "latin1.txt").write_bytes("caf\u00e9 au lait".encode("latin-1"))
+    assert_clean_error(run("train", "missing.txt"), "missing.txt: no such file")
+    assert_clean_error(run("train", "."), "is a folder")
+    assert_clean_error(run("train", "empty.txt"), "is empty")
+    assert_clean_error(run("train", "short.txt"), "16 characters, too few", "at least", "--batch-size")
+    assert_clean_error(run("train", "latin1.txt"), "not valid UTF-8: byte 0xe9 at offset 3")
+    assert not (workdir / "checkpoints").exists() or not os.listdir(workdir / "checkpoints")
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--hidden-size", 0, "--hidden-size must be a positive whole number"),
+    ("--num-layers", -1, "--num-layers must be a positive whole number"),
+    ("--seq-length", 0, "--seq-length must be a positive whole number"),
+    ("--batch-size", 0, "--batch-size must be a positive whole number"),
+    ("--steps", 0, "--steps must be a positive whole number"),
+    ("--eval-every", 0, "--eval-every must be a positive whole number"),
+    ("--epochs", -2, "--epochs must be a positive number"),
+    ("--learning-rate", 0, "--learning-rate must be a positive number"),
+    ("--grad-clip", -1, "--grad-clip must be 0 (off) or a positive number"),
+    ("--val-frac", 0, "--val-frac must be between 0 and 1"),
+    ("--val-frac", 1, "--val-frac must be between 0 and 1"),
+    ("--val-frac", 1.5, "--val-frac must be between 0 and 1"),
+])
+def test_bad_training_options(workdir, option, value, message):
+    assert_clean_error(run("train", "tiny.txt", option, value), message)
+
+
+def test_unwritable_checkpoint_folder(workdir):
+    (workdir / "afile").write_text("x")
+    assert_clean_error(run("train", "tiny.txt", *TINY, "--checkpoint-dir", "afile/sub"),
+                       "cannot write checkpoints to afile/sub")
+
+
+def test_bad_sampling_options(trained):
+    assert_clean_error(run("sample", "--temperature", 0), "--temperature must be above 0")
+    assert_clean_error(run("sample", "--temperature", -0.5), "--temperature must be above 0")
+    assert_clean_error(run("sample", "--top-k", 0), "--top-k must be at least 1")
+    assert_clean_error(run("sample", "--seed", "the QZ€"), "never saw: 'QZ€'")
+
+
+def test_no_checkpoint_to_sample_from(workdir):
+    assert_clean_error(run("sample"), "no checkpoint found in checkpoints/", "charnn train")
+
+
+def test_bad_checkpoint_files(trained, workdir):
+    good = workdir / "checkpoints" / "tiny-lstm-1" / "best.npz"
+    (workdir / "notes.txt").write_text("not a checkpoint")
+    assert_clean_error(run("sample", "--checkpoint", "notes.txt"), "not a charnn checkpoint")
+    (workdir / "cut.npz").write_bytes(good.read_bytes()[:5000])
+    assert_clean_error(run("sample", "--checkpoint", "cut.npz"), "truncated or damaged")
+    with np.load(good, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    header = json.loads(str(arrays["header"]))
+    np.savez(workdir / "v2.npz", **dict(arrays, header=np.array(json.dumps(dict(header, version=2)))))
+    assert_clean_error(run("sample", "--checkpoint", "v2.npz"), "format version 2")
+    np.savez(workdir / "pickled.npz", allow_pickle=True, **dict(arrays, **{"param/by": np.array([{}], dtype=object)}))
+    assert_clean_error(run("sample", "--checkpoint", "pickled.npz"), "pickled objects")
+    assert_clean_error(run("sample", "--checkpoint", "nothing.npz"), "no such checkpoint")
+
+
+def test_nan_loss_stops_with_a_clear_error(workdir, monkeypatch):
+    real = model.loss_and_grads
+    calls = []
+
+    def poisoned(*args):
+        calls.append(1)
+        loss, grads, state = real(*args)
+        return (math.nan if len(calls) >= 12 else loss), grads, state
+    monkeypatch.setattr(model, "loss_and_grads", poisoned)
+    r = run("train", "tiny.txt", *TINY, "--steps", 30, "--eval-every", 5)
+    assert_clean_error(r, "NaN or infinite at step 12", "latest.npz (step 10)", "--learning-rate")
+    assert checkpoint.load("checkpoints/tiny-lstm-1/latest.npz").header["step"] == 10
+
+
+def test_gradcheck_command(monkeypatch):
+    r = run("gradcheck", "--model", "rnn", "--num-layers", 2)
+    assert r.exit_code == 0 and "passed" in r.stdout and r.stdout.count(" ok") == 8
+    from charnn import layers
+    real = layers.lstm_backward
+    monkeypatch.setattr(layers, "lstm_backward", lambda d, c: (lambda g: (g[0] * 1.01,) + g[1:])(real(d, c)))
+    r = run("gradcheck", "--model", "lstm", "--num-layers", 1)
+    assert r.exit_code == 1 and "FAILED" in r.stdout and "FAIL" in r.stdout
+
+
+# ------------------------------------------------------------------------------------------------
+# As a real process
+
+
+def test_python_m_charnn():
+    r = subprocess.run([sys.executable, "-m", "charnn", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "train" in r.stdout and "sample" in r.stdout
+
+
+def test_ctrl_c_saves_and_exits_130(workdir):
+    proc = subprocess.Popen([sys.executable, "-m", "charnn", "train", "tiny.txt", *TINY, "--steps", "1000000"],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    err = []
+
+    def read():
+        for ch in iter(lambda: proc.stderr.read(1), ""):
+            err.append(ch)
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.time() + 60
+    while not re.search(r"\| *[1-9]\d*/1000000", "".join(err)):  # tqdm shows a finished step
+        assert time.time() < deadline and proc.poll() is None, "".join(err)
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    reader.join(timeout=5)
+    text = "".join(err)
+    assert "interrupted: saved the state after step" in text and "Traceback" not in text
+    assert proc.stdout.read() == ""
+    step = int(re.search(r"after step (\d+)", text).group(1))
+    assert checkpoint.load("checkpoints/tiny-lstm-1/latest.npz").header["step"] == step >= 1

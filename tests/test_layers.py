@@ -1,0 +1,127 @@
+"""Every layer's backward against float64 finite differences, and the LSTM's forward against a
+plain step-by-step reference written from the equations."""
+
+import numpy as np
+import pytest
+
+from charnn import layers
+from charnn.gradcheck import THRESHOLD, numerical_gradient, relative_error
+
+T, B, V, D, H = 4, 3, 6, 5, 4
+
+
+def check(f_forward, backward_grads, inputs, rng):
+    """f_forward() -> output array; backward_grads(dout) -> dict name -> gradient.
+    Checks d sum(out * R) / d input for every named input against finite differences."""
+    R = rng.standard_normal(f_forward().shape)  # a random projection makes the loss a scalar
+    analytic = backward_grads(R)
+    for name, x in inputs.items():
+        numeric = numerical_gradient(lambda: float(np.sum(f_forward() * R)), x)
+        assert relative_error(analytic[name], numeric) < THRESHOLD, name
+
+
+def test_embedding(rng):
+    ids = rng.integers(0, V, size=(T, B))
+    W, b = rng.standard_normal((V, D)), rng.standard_normal(D)
+    out, cache = layers.embedding_forward(ids, W, b)
+    np.testing.assert_allclose(out, np.eye(V)[ids] @ W + b)  # the row lookup is the one-hot product
+
+    def grads(dout):
+        dW, db = layers.embedding_backward(dout, layers.embedding_forward(ids, W, b)[1])
+        return {"W": dW, "b": db}
+    check(lambda: layers.embedding_forward(ids, W, b)[0], grads, {"W": W, "b": b}, rng)
+
+
+@pytest.mark.parametrize("vocab", [7, layers.ONEHOT_MAX_VOCAB + 50])
+def test_embedding_gradient_equals_np_add_at(rng, vocab):
+    """Both the one-hot product (small V) and the scatter (large V) equal np.add.at."""
+    ids = rng.integers(0, vocab, size=(20, 8))
+    dout = rng.standard_normal((20, 8, D)).astype(np.float32)
+    dW, db = layers.embedding_backward(dout, (ids, vocab))
+    expected = np.zeros((vocab, D), np.float32)
+    np.add.at(expected, ids.reshape(-1), dout.reshape(-1, D))
+    np.testing.assert_allclose(dW, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(db, dout.sum(axis=(0, 1)), rtol=1e-5)
+
+
+def test_affine(rng):
+    x, W, b = rng.standard_normal((7, D)), rng.standard_normal((D, H)), rng.standard_normal(H)
+
+    def grads(dout):
+        dx, dW, db = layers.affine_backward(dout, layers.affine_forward(x, W, b)[1])
+        return {"x": dx, "W": dW, "b": db}
+    check(lambda: layers.affine_forward(x, W, b)[0], grads, {"x": x, "W": W, "b": b}, rng)
+
+
+def test_rnn(rng):
+    xw, h0, Whh = rng.standard_normal((T, B, H)), rng.standard_normal((B, H)), rng.standard_normal((H, H)) * 0.5
+
+    def grads(dout):
+        dxw, dh0, dWhh = layers.rnn_backward(dout, layers.rnn_forward(xw, h0, Whh)[1])
+        return {"xw": dxw, "h0": dh0, "Whh": dWhh}
+    check(lambda: layers.rnn_forward(xw, h0, Whh)[0][1:], grads, {"xw": xw, "h0": h0, "Whh": Whh}, rng)
+
+
+def test_rnn_forward_is_the_seed_recurrence(rng):
+    xw, h0, Whh = rng.standard_normal((T, B, H)), rng.standard_normal((B, H)), rng.standard_normal((H, H))
+    hs, _ = layers.rnn_forward(xw, h0, Whh)
+    h = h0
+    for t in range(T):
+        h = np.tanh(h @ Whh + xw[t])  # h_t = tanh(W_hh h_{t-1} + W_xh x_t + b), rows as vectors
+        np.testing.assert_allclose(hs[t + 1], h, rtol=1e-12)
+
+
+def lstm_reference(xw, h0, c0, Whh):
+    """The LSTM equations one step at a time, with no fusion or in-place tricks."""
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    h, c, hs, cs = h0, c0, [], []
+    for t in range(xw.shape[0]):
+        a = xw[t] + h @ Whh
+        i, f, o, g = np.split(a, 4, axis=1)
+        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        h = sigmoid(o) * np.tanh(c)
+        hs.append(h)
+        cs.append(c)
+    return np.array(hs), np.array(cs)
+
+
+def test_lstm_forward_matches_reference(rng):
+    xw, h0, c0 = rng.standard_normal((T, B, 4 * H)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    Whh = rng.standard_normal((H, 4 * H))
+    hs, cs, _ = layers.lstm_forward(xw, h0, c0, Whh)
+    ref_h, ref_c = lstm_reference(xw, h0, c0, Whh)
+    np.testing.assert_allclose(hs[1:], ref_h, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(cs[1:], ref_c, rtol=1e-12, atol=1e-14)
+    h, c = h0, c0
+    for t in range(T):  # the single-step function gives the same states
+        h, c = layers.lstm_step(xw[t], h, c, Whh)
+        np.testing.assert_allclose(h, hs[t + 1], rtol=1e-12, atol=1e-14)
+
+
+def test_lstm(rng):
+    xw = rng.standard_normal((T, B, 4 * H))
+    h0, c0, Whh = rng.standard_normal((B, H)), rng.standard_normal((B, H)), rng.standard_normal((H, 4 * H)) * 0.5
+
+    def forward():
+        hs, cs, _ = layers.lstm_forward(xw, h0, c0, Whh)
+        return hs[1:]
+
+    def grads(dout):
+        dxw, dh0, dc0, dWhh = layers.lstm_backward(dout, layers.lstm_forward(xw, h0, c0, Whh)[2])
+        return {"xw": dxw, "h0": dh0, "c0": dc0, "Whh": dWhh}
+    check(forward, grads, {"xw": xw, "h0": h0, "c0": c0, "Whh": Whh}, rng)
+
+
+def test_softmax_cross_entropy(rng):
+    logits, targets = rng.standard_normal((8, V)), rng.integers(0, V, size=8)
+    loss, dlogits = layers.softmax_cross_entropy(logits, targets)
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert loss == pytest.approx(-np.mean(np.log(p[np.arange(8), targets])), rel=1e-12)
+    numeric = numerical_gradient(lambda: layers.softmax_cross_entropy(logits, targets)[0], logits)
+    assert relative_error(dlogits, numeric) < THRESHOLD
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits():
+    logits = np.array([[1000.0, 0.0, -1000.0]], dtype=np.float32)
+    loss, dlogits = layers.softmax_cross_entropy(logits, np.array([1]))
+    assert loss == pytest.approx(1000.0) and np.isfinite(dlogits).all()

@@ -1,0 +1,116 @@
+"""The whole model: BPTT gradients, stepping vs the sequence forward, carried state, the fresh
+loss, and the seed's "hello" example learned and recalled."""
+
+import math
+
+import numpy as np
+import pytest
+
+import charnn
+from charnn import gradcheck, model, optim
+from charnn.config import ModelConfig
+from charnn.data import Vocab
+
+from conftest import random_params_and_state
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_whole_model_gradients(name, layers):
+    errors = gradcheck.check_model(name, num_layers=layers, hidden_size=5, seq_length=5, batch_size=3, vocab_size=7)
+    assert set(errors) == set(model.param_shapes(ModelConfig(name, 7, 5, layers)))
+    assert max(errors.values()) < gradcheck.THRESHOLD, errors
+
+
+def test_gradcheck_catches_a_wrong_gradient(monkeypatch):
+    """The check is not vacuous: a backward that drops the recurrent term of dh fails it."""
+    from charnn import layers as L
+
+    real = L.rnn_backward
+
+    def wrong(dhs, cache):
+        dxw, dh0, dWhh = real(dhs, cache)
+        return dxw, dh0, dWhh * 1.001
+    monkeypatch.setattr(L, "rnn_backward", wrong)
+    errors = gradcheck.check_model("rnn", num_layers=1)
+    assert errors["l0.Whh"] > gradcheck.THRESHOLD
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm"])
+def test_stepping_equals_the_sequence_forward(name, rng):
+    config = ModelConfig(name, vocab_size=6, hidden_size=5, num_layers=2)
+    params, state = random_params_and_state(config, rng, batch_size=3)
+    inputs = rng.integers(0, 6, size=(7, 3))  # (T, B)
+    logits, _, final, _ = model.forward(params, config, inputs, state)
+    s = state
+    for t in range(7):
+        step_logits, s = model.step(params, config, inputs[t], s)
+        np.testing.assert_allclose(step_logits, logits[t * 3:(t + 1) * 3], rtol=1e-10, atol=1e-12)
+    for k in final:
+        np.testing.assert_allclose(s[k], final[k], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm"])
+def test_carried_state_continues_the_sequence(name, rng):
+    """Two windows with the state carried give the outputs of one window twice as long."""
+    config = ModelConfig(name, vocab_size=6, hidden_size=5, num_layers=2)
+    params, state = random_params_and_state(config, rng, batch_size=2)
+    inputs = rng.integers(0, 6, size=(8, 2))
+    whole, _, _, _ = model.forward(params, config, inputs, state)
+    first, _, mid, _ = model.forward(params, config, inputs[:5], state)
+    second, _, _, _ = model.forward(params, config, inputs[5:], mid)
+    np.testing.assert_allclose(np.concatenate([first, second]), whole, rtol=1e-12, atol=1e-14)
+
+
+def test_forward_does_not_modify_the_given_state(rng):
+    config = ModelConfig("lstm", vocab_size=6, hidden_size=5, num_layers=2)
+    params, state = random_params_and_state(config, rng, batch_size=2)
+    before = {k: v.copy() for k, v in state.items()}
+    model.forward(params, config, rng.integers(0, 6, size=(3, 2)), state)
+    model.step(params, config, np.array([1, 2]), state)
+    for k in state:
+        np.testing.assert_array_equal(state[k], before[k])
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm"])
+def test_fresh_model_loss_is_about_ln_v(name, rng):
+    V = 65
+    config = ModelConfig(name, vocab_size=V, hidden_size=64, num_layers=2)
+    params = model.init_params(config, rng)
+    inputs, targets = rng.integers(0, V, size=(32, 8)), rng.integers(0, V, size=(32, 8))
+    _, loss, _, _ = model.forward(params, config, inputs, model.zero_state(config, 8), targets)
+    assert abs(loss - math.log(V)) < 0.05 * math.log(V)
+
+
+def test_init_is_float32_with_forget_bias_one(rng):
+    config = ModelConfig("lstm", vocab_size=10, hidden_size=4, num_layers=2)
+    params = model.init_params(config, rng)
+    assert all(p.dtype == np.float32 for p in params.values())
+    for l in range(2):
+        np.testing.assert_array_equal(params[f"l{l}.bh"], [0] * 4 + [1] * 4 + [0] * 8)  # gates i f o g
+    assert {n: p.shape for n, p in params.items()} == model.param_shapes(config)
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm"])
+def test_hello_is_learned_and_recalled(name):
+    """The seed's example: vocabulary h, e, l, o; "hello" is four training examples. After
+    training, the model continues "h" with "ello", which needs memory: after the first "l" comes
+    "l", after the second "o"."""
+    vocab = Vocab("ehlo")
+    ids = vocab.encode("hello")
+    inputs, targets = ids[:-1, None], ids[1:, None]  # (T=4, B=1)
+    config = ModelConfig(name, vocab_size=4, hidden_size=16, num_layers=1)
+    params = model.init_params(config, np.random.default_rng(0))
+    opt = optim.init_state("adam", params)
+    for t in range(1, 201):
+        loss, grads, _ = model.loss_and_grads(params, config, inputs, targets, model.zero_state(config, 1))
+        optim.clip_by_global_norm(grads, 5.0)
+        optim.update("adam", params, grads, opt, 0.02, t)
+    assert loss < 0.05
+    m = charnn.Model(params, config, vocab)
+    assert m.generate("h", length=4, argmax=True) == "ello"
+    probs = m.step("h")  # the step API: the state stays inside
+    assert vocab.chars[probs.argmax()] == "e" and probs.sum() == pytest.approx(1.0)
+    for expected, ch in zip("llo", "el"):
+        assert vocab.chars[m.step(ch).argmax()] == expected
+    assert vocab.chars[m.step("l").argmax()] == "o"

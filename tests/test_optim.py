@@ -1,0 +1,52 @@
+import math
+
+import numpy as np
+import pytest
+
+from charnn import optim
+
+
+def test_global_norm_clipping(rng):
+    grads = {"a": rng.standard_normal((3, 4)), "b": rng.standard_normal(5)}
+    expected = math.sqrt(sum((g ** 2).sum() for g in grads.values()))
+    direction = {k: g / expected for k, g in grads.items()}
+    norm = optim.clip_by_global_norm(grads, 1.0)
+    assert norm == pytest.approx(expected)
+    assert optim.global_norm(grads) == pytest.approx(1.0, rel=1e-5)
+    for k in grads:  # scaled together: the direction is kept
+        np.testing.assert_allclose(grads[k], direction[k], rtol=1e-5)
+
+
+def test_no_clipping_below_the_limit_or_when_off(rng):
+    grads = {"a": rng.standard_normal(10)}
+    before = grads["a"].copy()
+    optim.clip_by_global_norm(grads, 1e6)
+    optim.clip_by_global_norm(grads, 0)
+    np.testing.assert_array_equal(grads["a"], before)
+
+
+def test_adam_matches_the_paper(rng):
+    """Folding the bias correction into the step size gives Kingma & Ba's update exactly."""
+    p = {"w": rng.standard_normal(6)}
+    ref = p["w"].copy()
+    state = optim.init_state("adam", p)
+    m, v = np.zeros(6), np.zeros(6)
+    b1, b2, lr, eps = 0.9, 0.999, 0.01, 1e-8
+    for t in range(1, 6):
+        g = rng.standard_normal(6)
+        optim.update("adam", p, {"w": g.copy()}, state, lr, t)
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        ref -= lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+        np.testing.assert_allclose(p["w"], ref, rtol=1e-12)
+    assert set(state) == {"m", "v"} and set(state["m"]) == {"w"}
+
+
+@pytest.mark.parametrize("name,lr", [("adam", 0.1), ("rmsprop", 0.05), ("adagrad", 0.5), ("sgd", 0.1)])
+def test_every_optimizer_minimises_a_quadratic(name, lr, rng):
+    target = rng.standard_normal(5)
+    p = {"w": np.zeros(5)}
+    state = optim.init_state(name, p)
+    assert set(state) == set(optim.SLOTS[name])
+    for t in range(1, 301):
+        optim.update(name, p, {"w": 2 * (p["w"] - target)}, state, lr, t)
+    assert np.abs(p["w"] - target).max() < 0.05

@@ -1,0 +1,172 @@
+"""The training loop on tiny corpora: learning, checkpoints, determinism, runs kept apart,
+divergence and Ctrl-C."""
+
+import json
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from charnn import checkpoint, data, evaluate, model, train
+from charnn.errors import CharnnError
+
+from conftest import random_params_and_state, tiny_configs
+
+
+class Recorder(train.Reporter):
+    def __init__(self, on_step=None):
+        self.steps, self.notes, self.on_step = [], [], on_step
+
+    def start(self, total_steps, summary):
+        self.total, self.summary = total_steps, summary
+
+    def step(self, progress):
+        self.steps.append(progress)
+        if self.on_step:
+            self.on_step(progress)
+
+    def note(self, line):
+        self.notes.append(line)
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm"])
+def test_a_small_model_learns_a_small_text(tiny_corpus, tmp_path, name):
+    mc, tc = tiny_configs(name, steps=100, eval_every=25)
+    rec = Recorder()
+    result = train.train(tiny_corpus, mc, tc, tmp_path / "ck", reporter=rec)
+    assert result.status == "done" and result.step == 100 and rec.total == 100
+    V = data.read_corpus(tiny_corpus).vocab.size
+    assert result.best_val_loss < 0.5 * math.log(V)  # ln V = 2.77 here
+    assert [n.split()[1] for n in rec.notes] == ["25", "50", "75", "100"]
+    best = checkpoint.load(result.best)
+    assert best.header["best_val_loss"] == result.best_val_loss
+    assert best.header["history"]["step"][-1] == best.header["step"]
+    latest = checkpoint.load(result.latest)
+    assert latest.header["step"] == 100 and latest.header["history"]["step"] == [25, 50, 75, 100]
+    assert all(p.chars_per_sec > 0 and math.isfinite(p.grad_norm) for p in rec.steps)
+
+
+def arrays_of(path):
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def test_same_seed_gives_identical_checkpoints(tiny_corpus, tmp_path):
+    mc, tc = tiny_configs("lstm", steps=20)
+    a = train.train(tiny_corpus, mc, tc, tmp_path / "ck")
+    b = train.train(tiny_corpus, mc, tc, tmp_path / "ck")
+    assert a.run_dir != b.run_dir  # a second run never overwrites the first
+    for name in (train.LATEST, train.BEST):
+        xa, xb = arrays_of(os.path.join(a.run_dir, name)), arrays_of(os.path.join(b.run_dir, name))
+        ha, hb = json.loads(str(xa.pop("header"))), json.loads(str(xb.pop("header")))
+        ha.pop("elapsed_seconds"), hb.pop("elapsed_seconds")  # wall-clock time is the one difference
+        assert ha == hb
+        assert xa.keys() == xb.keys()
+        for k in xa:
+            assert xa[k].tobytes() == xb[k].tobytes(), k
+    c = train.train(tiny_corpus, mc, tiny_configs("lstm", steps=20, random_seed=1)[1], tmp_path / "ck")
+    assert arrays_of(c.latest)["param/Why"].tobytes() != arrays_of(a.latest)["param/Why"].tobytes()
+
+
+def test_runs_get_their_own_folders_and_a_taken_name_is_refused(tiny_corpus, tmp_path):
+    mc, tc = tiny_configs("rnn", steps=10)
+    first = train.train(tiny_corpus, mc, tc, tmp_path, run_name="mine")
+    before = open(first.latest, "rb").read()
+    with pytest.raises(CharnnError, match="already holds checkpoints"):
+        train.train(tiny_corpus, mc, tc, tmp_path, run_name="mine")
+    assert open(first.latest, "rb").read() == before
+    r1 = train.train(tiny_corpus, mc, tc, tmp_path)
+    r2 = train.train(tiny_corpus, mc, tc, tmp_path)
+    assert os.path.basename(r1.run_dir) == "tiny-rnn-1" and os.path.basename(r2.run_dir) == "tiny-rnn-2"
+
+
+def test_unwritable_checkpoint_folder(tiny_corpus, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    mc, tc = tiny_configs(steps=5)
+    with pytest.raises(CharnnError, match="cannot write checkpoints to .*choose another --checkpoint-dir"):
+        train.train(tiny_corpus, mc, tc, blocker / "ck")
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_corpus, tmp_path, monkeypatch):
+    real = model.loss_and_grads
+    calls = {"n": 0}
+
+    def poisoned(*args):
+        calls["n"] += 1
+        loss, grads, state = real(*args)
+        return (math.nan if calls["n"] == 15 else loss), grads, state
+    monkeypatch.setattr(model, "loss_and_grads", poisoned)
+    mc, tc = tiny_configs(steps=30, eval_every=10)
+    result = train.train(tiny_corpus, mc, tc, tmp_path)
+    assert result.status == "diverged" and result.step == 14
+    assert "step 15" in result.message and "latest.npz (step 10)" in result.message
+    assert checkpoint.load(result.latest).header["step"] == 10  # the last good state, untouched
+
+
+def test_nan_before_any_checkpoint_leaves_no_empty_run(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(model, "loss_and_grads", lambda *a: (math.inf, {}, None))
+    mc, tc = tiny_configs(steps=30)
+    result = train.train(tiny_corpus, mc, tc, tmp_path / "ck")
+    assert result.status == "diverged" and "no checkpoint was saved" in result.message
+    assert os.listdir(tmp_path / "ck") == []
+
+
+def test_ctrl_c_saves_the_last_finished_step(tiny_corpus, tmp_path):
+    def interrupt(progress):
+        if progress.step == 7:
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C in a terminal
+    mc, tc = tiny_configs(steps=30, eval_every=5)
+    result = train.train(tiny_corpus, mc, tc, tmp_path, reporter=Recorder(interrupt))
+    assert result.status == "interrupted" and result.step == 7
+    assert "after step 7" in result.message and result.latest in result.message
+    assert checkpoint.load(result.latest).header["step"] == 7
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_state_is_reset_at_each_pass(tiny_corpus, tmp_path, monkeypatch):
+    """Within a pass the final state of a window is the next window's initial state; a pass starts
+    from zero."""
+    seen = []
+    real = model.loss_and_grads
+
+    def spy(params, config, inputs, targets, state):
+        out = real(params, config, inputs, targets, state)
+        seen.append((state["h"].copy(), out[2]["h"].copy()))
+        return out
+    monkeypatch.setattr(model, "loss_and_grads", spy)
+    mc, tc = tiny_configs("rnn", steps=1, seq_length=16, batch_size=4)
+    windows = data.BatchStream(data.split(data.read_corpus(tiny_corpus).ids, tc.val_frac)[0], 4, 16).windows_per_epoch
+    train.train(tiny_corpus, mc, tiny_configs("rnn", steps=windows + 2)[1], tmp_path)
+    assert not seen[0][0].any()
+    for k in range(1, len(seen)):
+        if k == windows:  # the first window of the second pass
+            assert not seen[k][0].any()
+        else:
+            np.testing.assert_array_equal(seen[k][0], seen[k - 1][1])
+
+
+@pytest.mark.parametrize("length,streams", [(50, 1), (50, 4), (53, 4), (3, 8)])
+def test_evaluation_scores_every_character_once(rng, length, streams):
+    """mean_loss equals the per-character losses of the pieces, each run from a zero state."""
+    from charnn.config import ModelConfig
+    config = ModelConfig("lstm", vocab_size=5, hidden_size=4, num_layers=2)
+    params, _ = random_params_and_state(config, rng, 1)
+    ids = rng.integers(0, 5, size=length)
+    got = evaluate.mean_loss(params, config, ids, streams=streams)
+    S = min(streams, length - 1)
+    total = 0.0
+    for piece in np.array_split(np.arange(length - 1), S):  # prediction positions of each piece
+        x, y = ids[piece][:, None], ids[piece + 1][:, None]
+        _, loss, _, _ = model.forward(params, config, x, model.zero_state(config, 1, "float64"), y)
+        total += loss * len(piece)
+    assert got == pytest.approx(total / (length - 1), rel=1e-12)
+
+
+def test_total_steps():
+    from charnn.config import TrainConfig
+    assert train.total_steps(TrainConfig(steps=50), 10) == 50
+    assert train.total_steps(TrainConfig(epochs=2.5), 10) == 25
+    assert train.total_steps(TrainConfig(steps=12, epochs=2), 10) == 12
