@@ -60,7 +60,7 @@ class TrainConfig:
     batch_size: int = 64  # B: parallel contiguous streams over the training text
     steps: int | None = None  # stop after this many updates (None: only --epochs limits)
     epochs: float | None = None  # stop after this many passes over the training split
-    learning_rate: float = 2e-3
+    learning_rate: float = 4e-3
     optimizer: str = "adam"
     grad_clip: float = 5.0  # maximum global gradient norm; 0 turns clipping off
     val_frac: float = 0.1  # the last val_frac of the text is the validation split

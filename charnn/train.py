@@ -134,8 +134,9 @@ def train(corpus_path, model_config: ModelConfig, train_config: TrainConfig, che
                 status = "diverged"
                 kept = (f"the last good checkpoint is {os.path.join(run_dir, LATEST)} (step {header['step']})"
                         if "step" in header else "no checkpoint was saved before it")
-                message = (f"the loss became {'NaN or infinite' if not math.isfinite(loss) else 'finite but the gradient not'} "
-                           f"at step {step + 1}; training stopped and {kept}; try a lower --learning-rate or --grad-clip")
+                what = "loss" if not math.isfinite(loss) else "gradient"
+                message = (f"the {what} became NaN or infinite at step {step + 1}; training stopped before that update "
+                           f"and {kept}; try a lower --learning-rate or --grad-clip")
                 break
             optim.update(tc.optimizer, params, grads, opt_state, tc.learning_rate, step + 1)
             state = new_state
