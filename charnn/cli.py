@@ -12,17 +12,19 @@ import time
 
 import click
 import numpy as np
+from click.core import ParameterSource
 from tqdm import tqdm
 
-from charnn import __version__, checkpoint, gradcheck as gradcheck_mod, sample as sample_mod, train as train_mod
+from charnn import __version__, checkpoint, data, describe, evaluate, gradcheck as gradcheck_mod
+from charnn import sample as sample_mod, schedule, train as train_mod
 from charnn.config import DTYPES, MODELS, OPTIMIZERS, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 
 EXIT_INTERRUPTED = 130  # the shell's convention for a process stopped by Ctrl-C (128 + SIGINT)
+DEFAULT_STEPS = 2000
 
 _defaults = TrainConfig()
 _model_defaults = ModelConfig()
-DEFAULT_STEPS = 2000
 
 
 class _ProgressBar(train_mod.Reporter):
@@ -32,17 +34,22 @@ class _ProgressBar(train_mod.Reporter):
         self.bar = None
         self.rate = None  # smoothed characters per second
 
-    def start(self, total_steps, summary):
-        click.echo(summary, err=True)
-        self.bar = tqdm(total=total_steps, file=sys.stderr, unit="step", dynamic_ncols=True, mininterval=0.5)
+    def start(self, total_steps, first_step):
+        self.bar = tqdm(total=total_steps, initial=first_step, file=sys.stderr, unit="step", dynamic_ncols=True,
+                        mininterval=0.5)
 
     def step(self, p):
         self.rate = p.chars_per_sec if self.rate is None else 0.9 * self.rate + 0.1 * p.chars_per_sec
+        if p.total_steps != self.bar.total:  # a time budget's estimate moved
+            self.bar.total = p.total_steps
         self.bar.set_postfix_str(f"loss {p.loss:.3f}, {self.rate:,.0f} char/s, epoch {p.epoch:.2f}", refresh=False)
-        self.bar.update(1)
+        self.bar.update(p.step - self.bar.n)
 
     def note(self, line):
-        tqdm.write(line, file=sys.stderr)
+        if self.bar is None:
+            click.echo(line, err=True)
+        else:
+            tqdm.write(line, file=sys.stderr)
 
     def close(self):
         if self.bar is not None:
@@ -53,6 +60,13 @@ def _fail(e: CharnnError):
     raise click.ClickException(str(e)) from None
 
 
+def _duration(ctx, param, value):
+    try:
+        return None if value is None else schedule.parse_duration(value)
+    except CharnnError as e:
+        raise click.BadParameter(str(e).split(" takes ", 1)[-1]) from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="charnn")
 def cli():
@@ -61,51 +75,65 @@ def cli():
     \b
     charnn train data/tinyshakespeare.txt      train an LSTM, checkpoints in checkpoints/
     charnn sample --seed "ROMEO:"               continue a text with the newest model
+    charnn resume checkpoints/RUN/latest.npz    continue a stopped run exactly
+    charnn info checkpoints/RUN/best.npz        what a checkpoint holds, its validation curve
+    charnn eval checkpoints/RUN/best.npz FILE   the model's loss on any text
     charnn gradcheck --model rnn                check the gradients against finite differences
     """
 
 
-@cli.command()
-@click.argument("corpus", type=click.Path(path_type=str))
-@click.option("--model", type=click.Choice(MODELS), default=_model_defaults.model, help="Recurrent cell.")
-@click.option("--hidden-size", type=int, default=_model_defaults.hidden_size, help="H: units per layer.")
-@click.option("--num-layers", type=int, default=_model_defaults.num_layers,
-              help="L: stacked layers; layer l reads layer l-1's hidden state.")
-@click.option("--seq-length", type=int, default=_defaults.seq_length,
-              help="T: characters per window; backprop runs through all T steps.")
-@click.option("--batch-size", type=int, default=_defaults.batch_size, help="B: parallel contiguous streams.")
-@click.option("--steps", type=int, default=None,
-              help=f"Stop after this many updates  [default: {DEFAULT_STEPS} unless --epochs is given]")
-@click.option("--epochs", type=float, default=None, help="Stop after this many passes over the training split "
-              "(with --steps too, whichever comes first)  [default: no limit]")
-@click.option("--learning-rate", type=float, default=_defaults.learning_rate)
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_defaults.optimizer)
-@click.option("--grad-clip", type=float, default=_defaults.grad_clip, help="Maximum global gradient norm; 0 turns clipping off.")
-@click.option("--val-frac", type=float, default=_defaults.val_frac, help="The last fraction of the text held out for validation.")
-@click.option("--eval-every", type=int, default=_defaults.eval_every,
-              help="Steps between validation passes; each writes latest.npz (and best.npz when it improves).")
-@click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=str), default="checkpoints",
-              help="Each run writes into its own new folder here.")
-@click.option("--run-name", default=None, help="The run's folder name  [default: CORPUS-MODEL-N, the first free N]")
-@click.option("--random-seed", type=int, default=_defaults.random_seed, help="Same seed, corpus and options: identical checkpoints.")
-@click.option("--dtype", type=click.Choice(DTYPES), default=_defaults.dtype, help="Floating-point type of training.")
-def train(corpus, model, hidden_size, num_layers, seq_length, batch_size, steps, epochs, learning_rate, optimizer,
-          grad_clip, val_frac, eval_every, checkpoint_dir, run_name, random_seed, dtype):
-    """Train a new model on CORPUS, a UTF-8 text file.
+# Options of a run that a resumed run may change (train.RESUMABLE), shared by `train` and `resume`.
+_run_options = [
+    click.option("--steps", type=int, default=None,
+                 help=f"Stop at this many updates in all  [default: {DEFAULT_STEPS} unless --epochs or --time-budget "
+                      "is given]"),
+    click.option("--epochs", type=float, default=None, help="Stop after this many passes over the training split "
+                 "(with --steps or --time-budget too, whichever comes first)  [default: no limit]"),
+    click.option("--time-budget", callback=_duration, default=None,
+                 help="Stop when training has taken this long (90s, 10m, 2h, 1h30m), then evaluate and save  "
+                      "[default: no limit]"),
+    click.option("--learning-rate", type=float, default=_defaults.learning_rate),
+    click.option("--lr-schedule", type=click.Choice(schedule.SCHEDULES), default=_defaults.lr_schedule,
+                 help="constant; cosine down to a tenth; step: /10 at half the run, /100 at three quarters."),
+    click.option("--warmup-steps", type=int, default=_defaults.warmup_steps, help="Steps of linear warm-up first."),
+    click.option("--grad-clip", type=float, default=_defaults.grad_clip,
+                 help="Maximum global gradient norm; 0 turns clipping off."),
+    click.option("--eval-every", type=int, default=_defaults.eval_every,
+                 help="Steps between validation passes; each writes latest.npz (and best.npz when it improves)."),
+    click.option("--patience", type=int, default=None,
+                 help="Stop after this many evaluations without a better validation loss  [default: never]"),
+    click.option("--sample-every", type=int, default=None,
+                 help="Steps between short samples printed on stderr  [default: none]"),
+    click.option("--keep-every", type=int, default=None,
+                 help="Steps between snapshots kept as step-NNNNNNN.npz  [default: none, only best and latest]"),
+]
 
-    Prints a validation line such as `step 400  val loss 1.812 nats/char  2.614 bits/char` every
-    --eval-every steps and at the end. Ctrl-C saves the last finished step and exits with 130.
-    """
+
+def run_options(f):
+    for option in reversed(_run_options):
+        f = option(f)
+    return f
+
+
+def _given(ctx, names) -> dict:
+    """The options among `names` the user typed on the command line (not defaults)."""
+    return {n: ctx.params[n] for n in names if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE}
+
+
+def _report(result):
+    if result.status == "diverged":
+        _fail(CharnnError(result.message))
+    click.echo(result.message, err=True)
+    if result.status == "interrupted":
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _run(call):
+    """Run a training call with a progress bar; turn its outcome into messages and exit codes."""
+    bar = _ProgressBar()
     try:
-        if steps is None and epochs is None:
-            steps = DEFAULT_STEPS
-        model_config = ModelConfig(model=model, hidden_size=hidden_size, num_layers=num_layers)
-        train_config = TrainConfig(seq_length=seq_length, batch_size=batch_size, steps=steps, epochs=epochs,
-                                   learning_rate=learning_rate, optimizer=optimizer, grad_clip=grad_clip,
-                                   val_frac=val_frac, eval_every=eval_every, random_seed=random_seed, dtype=dtype)
-        bar = _ProgressBar()
         try:
-            result = train_mod.train(corpus, model_config, train_config, checkpoint_dir, run_name, reporter=bar)
+            result = call(bar)
         finally:
             bar.close()
     except CharnnError as e:
@@ -113,11 +141,68 @@ def train(corpus, model, hidden_size, num_layers, seq_length, batch_size, steps,
     except KeyboardInterrupt:  # a second Ctrl-C: stop now; checkpoints are written atomically
         click.echo("interrupted again: stopped without saving; the checkpoints on disk are intact", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    if result.status == "diverged":
-        _fail(CharnnError(result.message))
-    click.echo(result.message, err=True)
-    if result.status == "interrupted":
-        sys.exit(EXIT_INTERRUPTED)
+    _report(result)
+
+
+@cli.command()
+@click.argument("corpus", type=click.Path(path_type=str), required=False)
+@click.option("--resume", "resume_from", type=click.Path(path_type=str), default=None,
+              help="Continue the run of this checkpoint (the same as `charnn resume`); CORPUS is then optional  "
+                   "[default: a new run]")
+@click.option("--model", type=click.Choice(MODELS), default=_model_defaults.model, help="Recurrent cell.")
+@click.option("--hidden-size", type=int, default=_model_defaults.hidden_size, help="H: units per layer.")
+@click.option("--num-layers", type=int, default=_model_defaults.num_layers,
+              help="L: stacked layers; layer l reads layer l-1's hidden state.")
+@click.option("--seq-length", type=int, default=_defaults.seq_length,
+              help="T: characters per window; backprop runs through all T steps.")
+@click.option("--batch-size", type=int, default=_defaults.batch_size, help="B: parallel contiguous streams.")
+@run_options
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_defaults.optimizer)
+@click.option("--val-frac", type=float, default=_defaults.val_frac, help="The last fraction of the text held out for validation.")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=str), default="checkpoints",
+              help="Each run writes into its own new folder here.")
+@click.option("--run-name", default=None, help="The run's folder name  [default: CORPUS-MODEL-N, the first free N]")
+@click.option("--random-seed", type=int, default=_defaults.random_seed, help="Same seed, corpus and options: identical checkpoints.")
+@click.option("--dtype", type=click.Choice(DTYPES), default=_defaults.dtype, help="Floating-point type of training.")
+@click.pass_context
+def train(ctx, corpus, resume_from, **options):
+    """Train a new model on CORPUS, a UTF-8 text file.
+
+    Prints a validation line such as `step 400  val loss 1.812 nats/char  2.614 bits/char` every
+    --eval-every steps and at the end. Ctrl-C saves the last finished step and exits with 130;
+    `charnn resume` continues from there.
+    """
+    if resume_from is not None:
+        given = _given(ctx, [n for n in options if n not in ("checkpoint_dir", "run_name")])
+        _run(lambda bar: train_mod.resume(resume_from, given, corpus, reporter=bar))
+        return
+    if corpus is None:
+        _fail(CharnnError("give the CORPUS to train on (or --resume CHECKPOINT)"))
+    o = options
+    if o["steps"] is None and o["epochs"] is None and o["time_budget"] is None:
+        o["steps"] = DEFAULT_STEPS
+    model_config = ModelConfig(model=o.pop("model"), hidden_size=o.pop("hidden_size"), num_layers=o.pop("num_layers"))
+    checkpoint_dir, run_name = o.pop("checkpoint_dir"), o.pop("run_name")
+    try:
+        train_config = TrainConfig(**o)
+    except TypeError as e:  # an option the config does not know: a bug, not a user mistake
+        raise AssertionError(e) from None
+    _run(lambda bar: train_mod.train(corpus, model_config, train_config, checkpoint_dir, run_name, reporter=bar))
+
+
+@cli.command()
+@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(path_type=str))
+@click.argument("corpus", type=click.Path(path_type=str), required=False)
+@run_options
+@click.pass_context
+def resume(ctx, checkpoint_path, corpus, **options):
+    """Continue a run exactly where CHECKPOINT (usually its latest.npz) left it.
+
+    The settings are the run's own; an option given here replaces one (the change is reported).
+    --steps counts the run's total steps. CORPUS defaults to the path the run was trained on; it
+    must be the same text.
+    """
+    _run(lambda bar: train_mod.resume(checkpoint_path, _given(ctx, options), corpus, reporter=bar))
 
 
 @cli.command()
@@ -158,6 +243,40 @@ def sample(checkpoint_path, seed, length, temperature, top_k, argmax, random_see
         _fail(e)
     except BrokenPipeError:  # e.g. `charnn sample | head`: the reader is gone, which is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@cli.command()
+@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(path_type=str))
+def info(checkpoint_path):
+    """What CHECKPOINT holds: the model, vocabulary, corpus, settings, progress, validation losses,
+    baselines and the validation curve."""
+    try:
+        path = checkpoint.find(checkpoint_path)
+        for line in describe.describe(path, checkpoint.load(path)):
+            click.echo(line)
+    except CharnnError as e:
+        _fail(e)
+
+
+@cli.command(name="eval")
+@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(path_type=str))
+@click.argument("text_file", metavar="FILE", type=click.Path(path_type=str))
+def eval_command(checkpoint_path, text_file):
+    """The model's loss on FILE, any UTF-8 text: nats and bits per character and perplexity.
+
+    Characters the model never saw are counted, reported and left out.
+    """
+    try:
+        path = checkpoint.find(checkpoint_path)
+        ckpt = checkpoint.load(path)
+        score = evaluate.score_text(ckpt.params, ckpt.model_config, ckpt.vocab, data.read_text(text_file))
+    except CharnnError as e:
+        _fail(e)
+    click.echo(f"{text_file}: {score.nats:.4f} nats/char  {score.bits:.4f} bits/char  perplexity {score.perplexity:.3f}  "
+               f"({score.predicted:,} characters predicted)")
+    if score.skipped:
+        click.echo(f"{score.skipped:,} characters outside the model's vocabulary were left out: "
+                   f"{describe.printable(score.unknown)}", err=True)
 
 
 @cli.command()

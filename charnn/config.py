@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from charnn.errors import CharnnError
+from charnn.schedule import SCHEDULES
 
 MODELS = ("rnn", "lstm")
 OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
@@ -58,7 +59,7 @@ class TrainConfig:
 
     seq_length: int = 64  # T: characters per window; backprop runs through all T steps
     batch_size: int = 64  # B: parallel contiguous streams over the training text
-    steps: int | None = None  # stop after this many updates (None: only --epochs limits)
+    steps: int | None = None  # stop after this many updates in all (None: another limit ends the run)
     epochs: float | None = None  # stop after this many passes over the training split
     learning_rate: float = 4e-3
     optimizer: str = "adam"
@@ -67,13 +68,19 @@ class TrainConfig:
     eval_every: int = 200  # steps between validation passes (and checkpoints)
     random_seed: int = 0
     dtype: str = "float32"
+    lr_schedule: str = "constant"  # how the rate changes over the run (schedule.py)
+    warmup_steps: int = 0  # steps of linear warm-up before the schedule
+    time_budget: float | None = None  # seconds of training (the run's total, across resumes)
+    patience: int | None = None  # stop after this many evaluations without a better val loss
+    sample_every: int | None = None  # steps between short samples printed during training
+    keep_every: int | None = None  # steps between kept snapshots (step-NNNNNNN.npz)
 
     def validate(self) -> "TrainConfig":
         _positive("--seq-length", self.seq_length)
         _positive("--batch-size", self.batch_size)
         _positive("--eval-every", self.eval_every)
-        if self.steps is None and self.epochs is None:
-            raise CharnnError("give --steps or --epochs (or both): training needs an end")
+        if self.steps is None and self.epochs is None and self.time_budget is None:
+            raise CharnnError("give --steps, --epochs or --time-budget: training needs an end")
         if self.steps is not None:
             _positive("--steps", self.steps)
         if self.epochs is not None and not (self.epochs > 0 and math.isfinite(self.epochs)):
@@ -88,6 +95,15 @@ class TrainConfig:
             raise CharnnError(f"--random-seed must be a whole number >= 0, got {self.random_seed!r}")
         _choice("--optimizer", self.optimizer, OPTIMIZERS)
         _choice("--dtype", self.dtype, DTYPES)
+        _choice("--lr-schedule", self.lr_schedule, SCHEDULES)
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise CharnnError(f"--warmup-steps must be a whole number >= 0, got {self.warmup_steps!r}")
+        if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
+            raise CharnnError(f"--time-budget must be a positive duration, got {self.time_budget!r}")
+        for name, value in (("--patience", self.patience), ("--sample-every", self.sample_every),
+                            ("--keep-every", self.keep_every)):
+            if value is not None:
+                _positive(name, value)
         return self
 
     def to_dict(self) -> dict:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -94,6 +95,17 @@ class Vocab:
             start += len(points)
         return ids
 
+    def encode_known(self, text: str) -> tuple[np.ndarray, str, int]:
+        """(ids of the characters of `text` the vocabulary has, in order; the distinct others,
+        sorted; how many characters were left out)."""
+        points = _code_points(text)
+        mapped = self._lut[np.minimum(points, len(self._lut) - 1)].astype(np.int64)
+        mapped[points >= len(self._lut)] = 0
+        known = mapped > 0
+        n_unknown = int(len(points) - known.sum())
+        ids = (mapped[known] - 1).astype(self.dtype)
+        return ids, (self.unknown(text) if n_unknown else ""), n_unknown
+
     def decode(self, ids) -> str:
         """The text of a sequence of ids (the inverse of encode)."""
         points = self._points[np.asarray(ids, dtype=np.intp)]
@@ -105,15 +117,15 @@ class Corpus:
     path: str
     vocab: Vocab
     ids: np.ndarray  # (N,) ids of every character of the file, dtype from id_dtype(V)
+    sha256: str  # of the file's bytes: a resumed run checks it trains on the same text
 
 
-def read_corpus(path: str | os.PathLike) -> Corpus:
-    """Read a UTF-8 text file, build its vocabulary and encode it.
+def _read_utf8(path) -> tuple[bytes, bytes | None, str | None]:
+    """(raw bytes, the same bytes if pure ASCII else None, the decoded text else None).
 
     Raises CharnnError (one line, what to do) for a missing path, a folder, an empty file and
     invalid UTF-8 (with the offset of the first bad byte).
     """
-    path = os.fspath(path)
     if os.path.isdir(path):
         raise CharnnError(f"{path} is a folder; give the path of a UTF-8 text file")
     try:
@@ -125,16 +137,29 @@ def read_corpus(path: str | os.PathLike) -> Corpus:
         raise CharnnError(f"cannot read {path}: {e.strerror}") from None
     if not raw:
         raise CharnnError(f"{path} is empty; give a text with at least a few thousand characters")
-    text = None
-    if not raw.isascii():
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise CharnnError(
-                f"{path} is not valid UTF-8: byte 0x{raw[e.start]:02x} at offset {e.start} ({e.reason}); "
-                "convert it to UTF-8 first (for example with iconv)"
-            ) from None
-        raw = None  # the decoded text replaces the bytes; let them go before the ids are made
+    if raw.isascii():
+        return raw, raw, None
+    try:
+        return raw, None, raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CharnnError(
+            f"{path} is not valid UTF-8: byte 0x{raw[e.start]:02x} at offset {e.start} ({e.reason}); "
+            "convert it to UTF-8 first (for example with iconv)"
+        ) from None
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file's contents, with read_corpus's checks."""
+    raw, ascii_raw, text = _read_utf8(os.fspath(path))
+    return text if text is not None else raw.decode("ascii")
+
+
+def read_corpus(path: str | os.PathLike) -> Corpus:
+    """Read a UTF-8 text file, build its vocabulary and encode it (see _read_utf8 for the errors)."""
+    path = os.fspath(path)
+    raw, ascii_raw, text = _read_utf8(path)
+    digest = hashlib.sha256(raw).hexdigest()
+    raw = ascii_raw  # a decoded text replaces the bytes: let them go before the ids are made
     n = len(raw) if raw is not None else len(text)
 
     # First pass: which code points occur. bincount per chunk keeps the temporaries small.
@@ -148,7 +173,7 @@ def read_corpus(path: str | os.PathLike) -> Corpus:
     vocab = Vocab(chars)
     # Second pass: the ids.
     ids = vocab._encode_chunks(_code_point_chunks(raw, text), n, lambda: "")
-    return Corpus(path=path, vocab=vocab, ids=ids)
+    return Corpus(path=path, vocab=vocab, ids=ids, sha256=digest)
 
 
 def _code_points_to_str(points: np.ndarray) -> str:
@@ -197,13 +222,17 @@ class BatchStream:
         self.epoch = 0  # completed passes
         self.window = 0  # next window within this pass
 
+    def peek(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next window, (inputs (T, B), targets (T, B)), without moving on."""
+        start = self.window * self.T
+        block = self.streams[:, start:start + self.T + 1].T  # (T+1, B), time-major
+        return np.ascontiguousarray(block[:-1]), np.ascontiguousarray(block[1:])
+
     def next(self) -> tuple[np.ndarray, np.ndarray, bool]:
         """(inputs (T, B), targets (T, B), first): `first` says a pass starts here, so the
         carried hidden state must be reset."""
         first = self.window == 0
-        start = self.window * self.T
-        block = self.streams[:, start:start + self.T + 1].T  # (T+1, B), time-major
-        inputs, targets = np.ascontiguousarray(block[:-1]), np.ascontiguousarray(block[1:])
+        inputs, targets = self.peek()
         self.window += 1
         if self.window == self.windows_per_epoch:
             self.window, self.epoch = 0, self.epoch + 1

@@ -10,11 +10,14 @@ depends on the text and the model alone. Every character after the first is pred
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from charnn import model
 from charnn.config import ModelConfig
+from charnn.data import Vocab
+from charnn.errors import CharnnError
 
 EVAL_STREAMS = 32
 WINDOW = 256  # steps per forward call: bounds the memory of the activations
@@ -50,3 +53,28 @@ def mean_loss(params, config: ModelConfig, ids: np.ndarray, streams: int = EVAL_
 def bits(nats: float) -> float:
     """Nats per character to bits per character."""
     return nats / math.log(2)
+
+
+@dataclass
+class TextScore:
+    nats: float  # mean cross-entropy per predicted character
+    predicted: int  # characters scored (all known characters but the first)
+    skipped: int  # characters outside the model's vocabulary, left out of the text
+    unknown: str  # those characters, distinct and sorted
+
+    @property
+    def bits(self) -> float:
+        return bits(self.nats)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nats)
+
+
+def score_text(params, config: ModelConfig, vocab: Vocab, text: str) -> TextScore:
+    """The model's loss on any text. Characters the vocabulary lacks are counted and left out (the
+    text closes up around them), so a stray symbol costs nothing and crashes nothing."""
+    ids, unknown, skipped = vocab.encode_known(text)
+    if len(ids) < 2:
+        raise CharnnError(f"the text has {len(ids)} characters the model knows; it needs at least 2 to score one")
+    return TextScore(mean_loss(params, config, ids), len(ids) - 1, skipped, unknown)

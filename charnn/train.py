@@ -1,4 +1,4 @@
-"""The training loop: batches, steps, evaluation, checkpoints, progress.
+"""The training loop: batches, steps, evaluation, checkpoints, recovery, progress.
 
 Each step takes the next window of T characters from each of the B streams (data.BatchStream),
 runs forward and full BPTT over it (model.loss_and_grads), clips the gradient by its global norm
@@ -6,45 +6,67 @@ and updates the parameters. The recurrent state at the end of a window is carrie
 window of the same stream as a constant; it is reset to zero at the start of every pass over the
 training split, and evaluation always starts from zero (evaluate.mean_loss).
 
-Every `eval_every` steps and at the end, the whole validation split is scored and the run's folder
-gets `latest.npz` (this step) and, if the validation loss is the best so far, `best.npz`.
+Every `eval_every` steps and when the run ends, the whole validation split is scored and the run's
+folder gets `latest.npz` and, if the validation loss is the best so far, `best.npz`; `metrics.jsonl`
+logs the run as it goes. A checkpoint holds the whole RunState, so `resume` continues a run exactly:
+the same updates, bit for bit, as if it had never stopped.
+
+A step whose loss is NaN, infinite or far above its recent level is not applied: the run rolls
+back to the state before the previous update (kept in memory), halves the learning rate, skips the
+batch and goes on; after MAX_ROLLBACKS in a row it stops.
+
 The library never prints: it reports to a Reporter (the CLI draws the progress bar from it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
+import shutil
 import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from charnn import checkpoint, data, evaluate, model, optim
+from charnn import baselines, checkpoint, data, evaluate, model, optim, sample, schedule
 from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 
-LATEST, BEST = "latest.npz", "best.npz"
+LATEST, BEST, METRICS = "latest.npz", "best.npz", "metrics.jsonl"
+# What a resumed run may change; everything else defines the run (model, data layout, randomness).
+RESUMABLE = ("steps", "epochs", "learning_rate", "grad_clip", "eval_every", "lr_schedule", "warmup_steps",
+             "time_budget", "patience", "sample_every", "keep_every")
+# A loss above both SPIKE_FACTOR times its recent mean and that mean plus SPIKE_NATS is treated as
+# divergence: the factor alone would flag ordinary noise once the loss is small (0.5 after 0.1).
+SPIKE_FACTOR = 2.0
+SPIKE_NATS = 1.0
+RECENT = 50  # training losses the recent mean is taken over
+MAX_ROLLBACKS = 5  # rollbacks in a row before the run stops
+LOG_EVERY = 10  # steps per training line in metrics.jsonl
+SAMPLE_LENGTH = 200  # characters of each --sample-every sample
+SAMPLE_TEMPERATURE = 0.8
 
 
 @dataclass
 class Progress:
     step: int  # updates done
-    total_steps: int
+    total_steps: int  # the expected number at the end (the time budget can make it an estimate)
     loss: float  # this step's training loss, nats/char
     grad_norm: float  # before clipping
     chars_per_sec: float  # B*T / time of this step
     epoch: float  # passes over the training split, fractional
+    learning_rate: float
 
 
 class Reporter:
     """Where the loop's news goes. The default ignores it all; the CLI draws a progress bar."""
 
-    def start(self, total_steps: int, summary: str) -> None: ...
+    def start(self, total_steps: int, first_step: int) -> None: ...
 
     def step(self, progress: Progress) -> None: ...
 
@@ -56,7 +78,7 @@ class Reporter:
 @dataclass
 class Result:
     run_dir: str
-    status: str  # "done", "interrupted" or "diverged"
+    status: str  # "done", "time budget", "patience", "interrupted" or "diverged"
     step: int
     best_val_loss: float | None
     message: str  # one line: what happened and where the checkpoints are
@@ -70,107 +92,419 @@ class Result:
         return os.path.join(self.run_dir, LATEST)
 
 
-def total_steps(config: TrainConfig, windows_per_epoch: int) -> int:
-    """The run's length: --steps, --epochs, or whichever ends first."""
+@dataclass
+class RunState:
+    """Everything that changes as a run goes on. All of it is saved in every checkpoint."""
+
+    params: dict[str, np.ndarray]
+    opt_state: dict[str, dict[str, np.ndarray]]
+    carried: dict[str, np.ndarray]  # recurrent state carried into the next window, each (L, B, H)
+    rng: np.random.Generator  # the run's randomness after initialisation
+    step: int = 0  # updates applied
+    epoch: int = 0  # the batch stream's cursor: completed passes ...
+    window: int = 0  # ... and the next window in this pass
+    elapsed: float = 0.0  # seconds of training, across resumes
+    val_loss: float | None = None  # at the last evaluation
+    best: float | None = None  # the best validation loss so far ...
+    best_step: int | None = None  # ... and its step
+    lr_scale: float = 1.0  # halved by every rollback
+    rollbacks: int = 0  # in all
+    recent: list = field(default_factory=list)  # the last RECENT training losses
+    history: dict = field(default_factory=lambda: {"step": [], "train_loss": [], "val_loss": []})
+
+    def header(self) -> dict:
+        return {"step": self.step, "data": {"epoch": self.epoch, "window": self.window},
+                "rng": self.rng.bit_generator.state, "elapsed_seconds": round(self.elapsed, 3),
+                "val_loss": self.val_loss, "best_val_loss": self.best, "best_step": self.best_step,
+                "lr_scale": self.lr_scale, "rollbacks": self.rollbacks, "recent_losses": self.recent,
+                "history": self.history}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: checkpoint.Checkpoint) -> "RunState":
+        h = ckpt.header
+        rng = np.random.default_rng()
+        rng.bit_generator.state = h["rng"]
+        return cls(params=ckpt.params, opt_state=ckpt.optim_state, carried=ckpt.state, rng=rng, step=h["step"],
+                   epoch=h["data"]["epoch"], window=h["data"]["window"], elapsed=h["elapsed_seconds"],
+                   val_loss=h["val_loss"], best=h["best_val_loss"], best_step=h["best_step"],
+                   lr_scale=h["lr_scale"], rollbacks=h["rollbacks"], recent=h["recent_losses"],
+                   history=h["history"])
+
+
+def total_steps(config: TrainConfig, windows_per_epoch: int) -> int | None:
+    """The run's step limit: --steps, --epochs, or whichever ends first (None: time budget only)."""
     by_epochs = math.ceil(config.epochs * windows_per_epoch) if config.epochs is not None else None
     candidates = [s for s in (config.steps, by_epochs) if s is not None]
-    return max(1, min(candidates))
+    return max(1, min(candidates)) if candidates else None
 
 
 def train(corpus_path, model_config: ModelConfig, train_config: TrainConfig, checkpoint_dir="checkpoints",
           run_name: str | None = None, reporter: Reporter | None = None) -> Result:
     """Train a new model on the text at corpus_path; model_config.vocab_size is set from the text."""
-    reporter = reporter or Reporter()
     tc = train_config.validate()
     model_config.validate()  # the vocabulary size is checked again once the text is read
     corpus = data.read_corpus(corpus_path)
     mc = dataclasses.replace(model_config, vocab_size=corpus.vocab.size).validate()
     data.check_sizes(len(corpus.ids), tc.val_frac, tc.batch_size, tc.seq_length)
-    train_ids, val_ids = data.split(corpus.ids, tc.val_frac)
-    stream = data.BatchStream(train_ids, tc.batch_size, tc.seq_length)
-    total = total_steps(tc, stream.windows_per_epoch)
     run_dir = make_run_dir(checkpoint_dir, run_name, f"{_stem(corpus_path)}-{mc.model}")
-
     rng = np.random.default_rng(tc.random_seed)
     params = model.init_params(mc, rng, tc.dtype)
-    opt_state = optim.init_state(tc.optimizer, params)
-    state = model.zero_state(mc, tc.batch_size, tc.dtype)
-    history = {"step": [], "train_loss": [], "val_loss": []}
-    header = {
-        "model": mc.to_dict(),
-        "train": tc.to_dict(),
-        "vocab": corpus.vocab.chars,
-        "corpus": {"path": os.path.abspath(corpus.path), "chars": len(corpus.ids),
-                   "train_chars": len(train_ids), "val_chars": len(val_ids)},
-        "history": history,
-    }
-    best, best_step, val_loss = None, None, None
+    state = RunState(params=params, opt_state=optim.init_state(tc.optimizer, params),
+                     carried=model.zero_state(mc, tc.batch_size, tc.dtype), rng=rng)
+    return _Run(mc, tc, corpus, run_dir, state, reporter, first_note=None).go()
 
-    def save(name: str, step: int, elapsed: float) -> str:
-        header.update(step=step, data={"epoch": stream.epoch, "window": stream.window}, val_loss=val_loss,
-                      best_val_loss=best, best_step=best_step, elapsed_seconds=round(elapsed, 3))
-        path = os.path.join(run_dir, name)
-        checkpoint.save(path, checkpoint.Checkpoint(header=header, params=params, optim_state=opt_state, state=state))
+
+def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None, reporter: Reporter | None = None) -> Result:
+    """Continue the run a checkpoint belongs to, with the same settings except `overrides`
+    (TrainConfig fields among RESUMABLE). The corpus is read from the path in the checkpoint unless
+    corpus_path is given, and must be the same text."""
+    ckpt = checkpoint.load(checkpoint_path)
+    old = ckpt.train_config
+    changes = {k: v for k, v in (overrides or {}).items() if getattr(old, k) != v}
+    fixed = [k for k in changes if k not in RESUMABLE]
+    if fixed:
+        names = ", ".join("--" + k.replace("_", "-") for k in fixed)
+        raise CharnnError(f"a resumed run cannot change {names} (they define the run); start a new run instead")
+    tc = dataclasses.replace(old, **changes).validate()
+    corpus_path = corpus_path or ckpt.header["corpus"]["path"]
+    corpus = data.read_corpus(corpus_path)
+    if corpus.sha256 != ckpt.header["corpus"]["sha256"]:
+        raise CharnnError(f"{corpus_path} is not the text this run was trained on (its contents changed); "
+                          "resuming needs the same corpus: give its path after the checkpoint")
+    state = RunState.from_checkpoint(ckpt)
+    if "learning_rate" in changes:
+        state.lr_scale = 1.0  # a rate the user sets replaces the one rollbacks had lowered
+    windows = data.BatchStream(data.split(corpus.ids, tc.val_frac)[0], tc.batch_size, tc.seq_length).windows_per_epoch
+    limit = total_steps(tc, windows)
+    if (limit is not None and limit <= state.step) or (tc.time_budget is not None and state.elapsed >= tc.time_budget):
+        raise CharnnError(f"this run already reached its limit ({state.step} steps, "
+                          f"{schedule.format_duration(state.elapsed)}); give a larger --steps (the run's total), "
+                          "--epochs or --time-budget to continue it")
+    run_dir = os.path.dirname(os.path.abspath(checkpoint_path))
+    latest = os.path.join(run_dir, LATEST)
+    if os.path.abspath(checkpoint_path) != latest and os.path.exists(latest) and \
+            checkpoint.load(latest).header["step"] > state.step:
+        # Continuing from an older checkpoint would overwrite the newer latest.npz: branch off.
+        run_dir = make_run_dir(os.path.dirname(run_dir), None, f"{os.path.basename(run_dir)}-from-{state.step}")
+    said = ", ".join(f"--{k.replace('_', '-')} {_show(getattr(old, k))} -> {_show(v)}" for k, v in changes.items())
+    first = f"resuming {checkpoint_path} at step {state.step}" + (f"; changed: {said}" if said else "; same settings")
+    return _Run(ckpt.model_config, tc, corpus, run_dir, state, reporter, first_note=first,
+                baseline_bits=ckpt.header.get("baselines")).go()
+
+
+def _show(value) -> str:
+    return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+class _Run:
+    """One session of a run: from a RunState (new or resumed) to the end, a stop or an interruption."""
+
+    def __init__(self, mc: ModelConfig, tc: TrainConfig, corpus: data.Corpus, run_dir: str, state: RunState,
+                 reporter: Reporter | None, first_note: str | None, baseline_bits: dict | None = None):
+        self.mc, self.tc, self.run_dir, self.s = mc, tc, run_dir, state
+        self.reporter = reporter or Reporter()
+        self.first_note = first_note
+        self.vocab = corpus.vocab
+        self.train_ids, self.val_ids = data.split(corpus.ids, tc.val_frac)
+        self.stream = data.BatchStream(self.train_ids, tc.batch_size, tc.seq_length)
+        self.stream.epoch, self.stream.window = state.epoch, state.window
+        self.limit = total_steps(tc, self.stream.windows_per_epoch)  # None: the time budget alone
+        self.static = {
+            "model": mc.to_dict(), "train": tc.to_dict(), "vocab": corpus.vocab.chars,
+            "corpus": {"path": os.path.abspath(corpus.path), "sha256": corpus.sha256, "chars": len(corpus.ids),
+                       "train_chars": len(self.train_ids), "val_chars": len(self.val_ids)},
+        }
+        self.new_run = state.step == 0 and first_note is None
+        self.baseline_bits = baseline_bits  # computed before the first step of a new run
+        self.snapshot = None  # (params, opt_state, step) before the last update
+        self.step_time = None  # smoothed seconds per step
+        self.eval_time = 0.0  # seconds of the last evaluation
+        self.log_acc = []  # (loss, norm, chars/s) since the last metrics line
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def go(self) -> Result:
+        s, tc = self.s, self.tc
+        self._open_metrics()
+        self.static["baselines"] = self.baseline_bits or self._baselines()
+        self._preflight()
+        status, message = "done", ""
+        rollbacks_in_row = 0
+        self.clock = (time.perf_counter(), s.elapsed)  # this session's start, and the time before it
+        self.reporter.start(self._expected_total(), s.step)
+        with _interrupt_flag() as interrupted:
+            while True:
+                self._tick()
+                stop = self._limit_reached()
+                if stop:
+                    status = stop
+                    break
+                t0 = time.perf_counter()
+                inputs, targets, first = self.stream.next()
+                if first:  # a new pass over the text: forget the last one's context
+                    s.carried = model.zero_state(self.mc, tc.batch_size, tc.dtype)
+                lr = self._learning_rate()
+                loss, grads, new_carried = model.loss_and_grads(s.params, self.mc, inputs, targets, s.carried)
+                norm = optim.clip_by_global_norm(grads, tc.grad_clip) if grads else math.nan
+                if self._diverging(loss, norm):
+                    rollbacks_in_row += 1
+                    if rollbacks_in_row > MAX_ROLLBACKS or self.snapshot is None:
+                        status, message = "diverged", self._give_up(loss, rollbacks_in_row)
+                        break
+                    self._rollback(loss)
+                    continue
+                rollbacks_in_row = 0
+                self._take_snapshot()
+                s.step += 1
+                optim.update(tc.optimizer, s.params, grads, s.opt_state, lr, s.step)
+                s.carried = new_carried
+                s.epoch, s.window = self.stream.epoch, self.stream.window
+                s.recent = (s.recent + [loss])[-RECENT:]
+                dt = time.perf_counter() - t0
+                self.step_time = dt if self.step_time is None else 0.9 * self.step_time + 0.1 * dt
+                self._log_step(loss, norm, inputs.size / dt, lr)
+                self.reporter.step(Progress(s.step, self._expected_total(), loss, norm, inputs.size / dt,
+                                            self.stream.position, lr))
+                if interrupted():
+                    path = self._save(LATEST)
+                    status, message = "interrupted", f"interrupted: saved the state after step {s.step} to {path}"
+                    break
+                if tc.sample_every and s.step % tc.sample_every == 0:
+                    self._print_sample()
+                if s.step % tc.eval_every == 0 or s.step == self.limit:
+                    self._evaluate_and_save()
+                if tc.keep_every and s.step % tc.keep_every == 0:
+                    self._save(f"step-{s.step:07d}.npz")
+        if status in ("done", "time budget", "patience"):
+            if not s.history["step"] or s.history["step"][-1] != s.step:
+                self._evaluate_and_save()  # the run's end is always evaluated and saved
+            reason = {"done": "done", "time budget": "the time budget is spent",
+                      "patience": f"no better validation loss in {tc.patience} evaluations"}[status]
+            message = (f"{reason}: {s.step} steps in {schedule.format_duration(s.elapsed)}; best val loss "
+                       f"{s.best:.3f} nats/char at step {s.best_step}, saved as {os.path.join(self.run_dir, BEST)}")
+        self._close_metrics()
+        if self.new_run and not any(name.endswith(".npz") for name in os.listdir(self.run_dir)):
+            shutil.rmtree(self.run_dir)  # a new run stopped before saving anything: leave no empty run behind
+        return Result(run_dir=self.run_dir, status=status, step=s.step, best_val_loss=s.best, message=message)
+
+    def _tick(self) -> None:
+        """Bring s.elapsed up to now: the run's training time, across sessions."""
+        started, before = self.clock
+        self.s.elapsed = before + time.perf_counter() - started
+
+    def _limit_reached(self) -> str | None:
+        s, tc = self.s, self.tc
+        if self.limit is not None and s.step >= self.limit:
+            return "done"
+        if tc.time_budget is not None:
+            # Stop when one more step and the final evaluation would not fit in the budget.
+            if s.elapsed + (self.step_time or 0.0) + self.eval_time >= tc.time_budget:
+                return "time budget"
+        if tc.patience is not None and s.best_step is not None:
+            evals_since = sum(1 for k in s.history["step"] if k > s.best_step)
+            if evals_since >= tc.patience:
+                return "patience"
+        return None
+
+    def _progress(self) -> float:
+        """Fraction of the run done, against whichever limit ends it first."""
+        s, tc = self.s, self.tc
+        fractions = [s.step / self.limit] if self.limit else []
+        if tc.time_budget is not None:
+            fractions.append(s.elapsed / tc.time_budget)
+        return min(1.0, max(fractions)) if fractions else 0.0
+
+    def _expected_total(self) -> int:
+        """Steps the run will have at its end, for the progress bar's ETA: the step limit, or
+        what the time budget leaves room for at the current speed, whichever is smaller."""
+        s, tc = self.s, self.tc
+        totals = [self.limit] if self.limit else []
+        if tc.time_budget is not None and self.step_time:
+            totals.append(s.step + max(0, int((tc.time_budget - s.elapsed - self.eval_time) / self.step_time)))
+        return min(totals) if totals else s.step
+
+    def _learning_rate(self) -> float:
+        tc = self.tc
+        warm = tc.warmup_steps
+        warm_fraction = (warm / self.limit if self.limit else 0.0) if warm else 0.0
+        f = schedule.factor(tc.lr_schedule, self.s.step + 1, self._progress(), warm, warm_fraction)
+        return tc.learning_rate * self.s.lr_scale * f
+
+    # -- divergence -------------------------------------------------------------------------------
+
+    def _diverging(self, loss: float, norm: float) -> bool:
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            return True
+        recent = self.s.recent
+        if len(recent) < 10:
+            return False
+        mean = float(np.mean(recent))
+        return loss > SPIKE_FACTOR * mean and loss > mean + SPIKE_NATS
+
+    def _take_snapshot(self) -> None:
+        """Keep the parameters and optimizer state before this update, in copies made once and
+        refilled (a few ms a step at most)."""
+        s = self.s
+        if self.snapshot is None:
+            self.snapshot = (_copy(s.params), {k: _copy(v) for k, v in s.opt_state.items()}, 0)
+        params, opt_state, _ = self.snapshot
+        _copy_into(params, s.params)
+        for k in opt_state:
+            _copy_into(opt_state[k], s.opt_state[k])
+        self.snapshot = (params, opt_state, s.step)
+
+    def _rollback(self, loss: float) -> None:
+        """Undo the last update, halve the learning rate, skip the batch just drawn. The carried
+        state restarts from zero: the windows it summed up are no longer the ones before the next."""
+        s = self.s
+        bad = s.step + 1  # the update whose loss was bad (it was not applied)
+        params, opt_state, step = self.snapshot
+        _copy_into(s.params, params)
+        for k in opt_state:
+            _copy_into(s.opt_state[k], opt_state[k])
+        s.carried = model.zero_state(self.mc, self.tc.batch_size, self.tc.dtype)
+        s.step = step
+        s.epoch, s.window = self.stream.epoch, self.stream.window
+        s.lr_scale *= 0.5
+        s.rollbacks += 1
+        what = "NaN or infinite" if not math.isfinite(loss) else f"{loss:.3f}, far above its recent mean"
+        self.reporter.note(f"step {bad}: loss {what}; rolled back to step {step}, learning rate halved "
+                           f"(now x{s.lr_scale:g}), batch skipped")
+        self._metric(event="rollback", loss=loss if math.isfinite(loss) else None, lr_scale=s.lr_scale)
+
+    def _give_up(self, loss: float, in_row: int) -> str:
+        s = self.s
+        if self.snapshot is not None:  # the rollbacks restored the last good state: keep it
+            self._save(LATEST)
+            kept = f"latest.npz holds the last good state (step {s.step})"
+            if s.best is not None:
+                kept += f", best.npz the best (val loss {s.best:.3f} at step {s.best_step})"
+            return (f"the loss stayed NaN, infinite or far above its recent level through {in_row - 1} rollbacks in a "
+                    f"row; training stopped; {kept}; try a lower --learning-rate or --grad-clip")
+        return (f"the loss was NaN or infinite at the first step, before any update, so nothing was saved; "
+                "check the settings, or try a lower --learning-rate")
+
+    # -- evaluation, checkpoints, logs ------------------------------------------------------------
+
+    def _evaluate_and_save(self) -> None:
+        s = self.s
+        t0 = time.perf_counter()
+        s.val_loss = evaluate.mean_loss(s.params, self.mc, self.val_ids)
+        self.eval_time = time.perf_counter() - t0
+        self._tick()
+        train_losses = s.recent[-min(len(s.recent), self.tc.eval_every):]
+        s.history["step"].append(s.step)
+        s.history["train_loss"].append(float(np.mean(train_losses)) if train_losses else None)
+        s.history["val_loss"].append(s.val_loss)
+        improved = s.best is None or s.val_loss < s.best
+        if improved:
+            s.best, s.best_step = s.val_loss, s.step
+        self._save(LATEST)
+        if improved:
+            self._save(BEST)
+        b = self.static["baselines"]
+        self.reporter.note(f"step {s.step}  val loss {s.val_loss:.3f} nats/char  {evaluate.bits(s.val_loss):.3f} bits/char"
+                           f"  (unigram {b['unigram_bits']:.2f}, {b['ngram_order']}-gram {b['ngram_bits']:.2f})"
+                           f"{'  best' if improved else ''}")
+        self._metric(event="eval", val_loss=s.val_loss, val_bits=evaluate.bits(s.val_loss), best=improved)
+
+    def _save(self, name: str) -> str:
+        s = self.s
+        self._tick()
+        header = dict(self.static, **s.header())
+        path = os.path.join(self.run_dir, name)
+        checkpoint.save(path, checkpoint.Checkpoint(header=header, params=s.params, optim_state=s.opt_state,
+                                                    state=s.carried))
         return path
 
-    n_params = sum(p.size for p in params.values())
-    reporter.start(total, (
-        f"{mc.model} {mc.num_layers}x{mc.hidden_size}, {n_params:,} parameters, vocabulary {mc.vocab_size}; "
-        f"{len(train_ids):,} training and {len(val_ids):,} validation characters; "
-        f"{total} steps of {tc.batch_size}x{tc.seq_length} ({total / stream.windows_per_epoch:.2f} epochs); "
-        f"checkpoints in {run_dir}"
-    ))
-    step, elapsed, since_eval = 0, 0.0, []
-    status, message = "done", ""
-    with _interrupt_flag() as interrupted:
-        while step < total:
-            t0 = time.perf_counter()
-            inputs, targets, first = stream.next()
-            if first:  # a new pass over the text: forget the last one's context
-                state = model.zero_state(mc, tc.batch_size, tc.dtype)
-            loss, grads, new_state = model.loss_and_grads(params, mc, inputs, targets, state)
-            norm = optim.clip_by_global_norm(grads, tc.grad_clip)
-            if not (math.isfinite(loss) and math.isfinite(norm)):
-                status = "diverged"
-                kept = (f"the last good checkpoint is {os.path.join(run_dir, LATEST)} (step {header['step']})"
-                        if "step" in header else "no checkpoint was saved before it")
-                what = "loss" if not math.isfinite(loss) else "gradient"
-                message = (f"the {what} became NaN or infinite at step {step + 1}; training stopped before that update "
-                           f"and {kept}; try a lower --learning-rate or --grad-clip")
-                break
-            optim.update(tc.optimizer, params, grads, opt_state, tc.learning_rate, step + 1)
-            state = new_state
-            step += 1
-            dt = time.perf_counter() - t0
-            elapsed += dt
-            since_eval.append(loss)
-            reporter.step(Progress(step, total, loss, norm, inputs.size / dt, stream.position))
-            if interrupted():
-                path = save(LATEST, step, elapsed)
-                status, message = "interrupted", f"interrupted: saved the state after step {step} to {path}"
-                break
-            if step % tc.eval_every == 0 or step == total:
-                t1 = time.perf_counter()
-                val_loss = evaluate.mean_loss(params, mc, val_ids)
-                elapsed += time.perf_counter() - t1
-                history["step"].append(step)
-                history["train_loss"].append(float(np.mean(since_eval)))
-                history["val_loss"].append(val_loss)
-                since_eval = []
-                improved = best is None or val_loss < best
-                if improved:
-                    best, best_step = val_loss, step
-                save(LATEST, step, elapsed)
-                if improved:
-                    save(BEST, step, elapsed)
-                reporter.note(f"step {step}  val loss {val_loss:.3f} nats/char  {evaluate.bits(val_loss):.3f} bits/char"
-                              f"{'  (best)' if improved else ''}")
-    if status == "done":
-        message = (f"done: {step} steps; best val loss {best:.3f} nats/char at step {best_step}, "
-                   f"saved as {os.path.join(run_dir, BEST)}")
-    if not os.listdir(run_dir):
-        os.rmdir(run_dir)  # diverged before anything was saved: leave no empty run behind
-    return Result(run_dir=run_dir, status=status, step=step, best_val_loss=best, message=message)
+    def _baselines(self) -> dict:
+        b = baselines.baselines(self.train_ids, self.val_ids, self.vocab.size)
+        self.reporter.note(f"baselines on the validation split: unigram {b['unigram_bits']:.3f} bits/char, "
+                           f"{b['ngram_order']}-gram {b['ngram_bits']:.3f} bits/char (fitted on the training split)")
+        return b
+
+    def _preflight(self) -> None:
+        """One line before the first step: the model, memory, data and an estimate of time."""
+        s, tc, mc = self.s, self.tc, self.mc
+        if self.first_note:
+            self.reporter.note(self.first_note)
+        inputs, targets = self.stream.peek()
+        t0 = time.perf_counter()
+        model.loss_and_grads(s.params, mc, inputs, targets, s.carried)  # a dry step: nothing is updated
+        step_time = time.perf_counter() - t0
+        n_params = sum(p.size for p in s.params.values())
+        limit = self.limit
+        per_epoch = self.stream.windows_per_epoch
+        if tc.time_budget is not None:
+            budget_steps = s.step + int((tc.time_budget - s.elapsed) / step_time)
+            limit = min(limit, budget_steps) if limit else budget_steps
+        todo = max(0, limit - s.step)
+        self.reporter.note(
+            f"pre-flight: {mc.model} {mc.num_layers}x{mc.hidden_size}, {n_params:,} parameters; activations "
+            f"~{activation_bytes(mc, tc.batch_size, tc.seq_length, tc.dtype) / 2**20:.0f} MB at B {tc.batch_size}, "
+            f"T {tc.seq_length}; corpus {self.static['corpus']['chars']:,} characters ({len(self.train_ids):,} train, "
+            f"{len(self.val_ids):,} val); {todo:,} steps to go{' (time budget)' if limit != self.limit else ''}, "
+            f"{todo / per_epoch:.2f} epochs; ~{step_time:.3f} s a step, ~{schedule.format_duration(todo * step_time)}; "
+            f"checkpoints in {self.run_dir}")
+
+    def _print_sample(self) -> None:
+        rng = np.random.default_rng([self.tc.random_seed, self.s.step])  # apart from the run's rng
+        seed = sample.default_seed(self.vocab, rng)
+        text = "".join(sample.generate(self.s.params, self.mc, self.vocab, seed, SAMPLE_LENGTH, rng,
+                                       temperature=SAMPLE_TEMPERATURE))
+        self.reporter.note(f"--- sample at step {self.s.step} (temperature {SAMPLE_TEMPERATURE}) ---\n{seed}{text}\n---")
+
+    def _open_metrics(self) -> None:
+        """metrics.jsonl: one JSON object a line. A resumed run first drops the lines written after
+        its checkpoint (they belong to a future that did not happen)."""
+        path = os.path.join(self.run_dir, METRICS)
+        kept = []
+        if self.s.step and os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                kept = [line for line in f if json.loads(line).get("step", 0) <= self.s.step]
+        try:
+            self.metrics = open(path, "w", encoding="utf-8")
+            self.metrics.writelines(kept)
+        except OSError as e:
+            raise CharnnError(f"cannot write {path}: {e.strerror or e}; choose another --checkpoint-dir") from None
+
+    def _log_step(self, loss, norm, rate, lr) -> None:
+        self.log_acc.append((loss, norm, rate))
+        if self.s.step % LOG_EVERY == 0:
+            losses, norms, rates = zip(*self.log_acc)
+            self._metric(event="train", train_loss=float(np.mean(losses)), grad_norm=float(np.mean(norms)),
+                         chars_per_sec=float(np.mean(rates)), lr=lr)
+            self.log_acc = []
+
+    def _metric(self, **fields) -> None:
+        s = self.s
+        record = {"step": s.step, "time": round(s.elapsed, 3), "epoch": round(self.stream.position, 4),
+                  "rollbacks": s.rollbacks, **fields}
+        self.metrics.write(json.dumps(record) + "\n")
+        self.metrics.flush()
+
+    def _close_metrics(self) -> None:
+        self.metrics.close()
+
+
+def activation_bytes(mc: ModelConfig, B: int, T: int, dtype) -> int:
+    """Memory of the arrays one training step keeps alive at its peak (forward caches plus the
+    gradients of the backward pass), estimated from their shapes."""
+    H, V, L, G = mc.hidden_size, mc.vocab_size, mc.num_layers, model.gates(mc)
+    per_layer = T * B * G * H * 3  # input projection, activated gates, their gradient
+    per_layer += (T + 1) * B * H * (3 if mc.model == "lstm" else 1)  # hidden (and cell, tanh) states
+    per_layer += T * B * H  # gradient w.r.t. the layer's outputs
+    output = T * B * V * 2 + T * B * H  # logits, their gradient, the top layer's output gradient
+    return (L * per_layer + output) * np.dtype(dtype).itemsize
+
+
+def _copy(arrays: dict) -> dict:
+    return {k: v.copy() for k, v in arrays.items()}
+
+
+def _copy_into(dst: dict, src: dict) -> None:
+    for k, v in src.items():
+        np.copyto(dst[k], v)
 
 
 def _stem(path) -> str:

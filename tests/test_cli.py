@@ -49,8 +49,8 @@ def test_train_reports_on_stderr_only(trained, workdir):
     lines = [l for l in re.split(r"[\r\n]", trained.stderr) if VAL_LINE.match(l)]  # the bar redraws with \r
     assert [l.split()[1] for l in lines] == ["20", "40"]
     assert "char/s" in trained.stderr and "loss" in trained.stderr  # the progress bar
-    assert "done: 40 steps; best val loss" in trained.stderr
-    assert sorted(os.listdir(workdir / "checkpoints" / "tiny-lstm-1")) == ["best.npz", "latest.npz"]
+    assert "done: 40 steps in " in trained.stderr and "best val loss" in trained.stderr
+    assert sorted(os.listdir(workdir / "checkpoints" / "tiny-lstm-1")) == ["best.npz", "latest.npz", "metrics.jsonl"]
 
 
 def test_sample_streams_the_seed_and_its_continuation(trained):
@@ -170,18 +170,22 @@ def test_bad_checkpoint_files(trained, workdir):
     assert_clean_error(run("sample", "--checkpoint", "nothing.npz"), "no such checkpoint")
 
 
-def test_nan_loss_stops_with_a_clear_error(workdir, monkeypatch):
+def test_persistent_nan_stops_with_a_clear_error(workdir, monkeypatch):
+    """NaN from step 11 on: the update before it is undone five times, then a clear stop with the last
+    good state (step 9) kept."""
     real = model.loss_and_grads
     calls = []
 
     def poisoned(*args):
-        calls.append(1)
+        calls.append(1)  # call 1 is the pre-flight's dry step; call k+1 is step k
         loss, grads, state = real(*args)
         return (math.nan if len(calls) >= 12 else loss), grads, state
     monkeypatch.setattr(model, "loss_and_grads", poisoned)
     r = run("train", "tiny.txt", *TINY, "--steps", 30, "--eval-every", 5)
-    assert_clean_error(r, "NaN or infinite at step 12", "latest.npz (step 10)", "--learning-rate")
-    assert checkpoint.load("checkpoints/tiny-lstm-1/latest.npz").header["step"] == 10
+    assert_clean_error(r, "stayed NaN, infinite or far above its recent level through 5 rollbacks",
+                       "latest.npz holds the last good state (step 9)", "--learning-rate")
+    assert r.stderr.count("rolled back to step 9, learning rate halved") == 5
+    assert checkpoint.load("checkpoints/tiny-lstm-1/latest.npz").header["step"] == 9
 
 
 def test_gradcheck_command(monkeypatch):

@@ -39,7 +39,7 @@ def test_a_small_model_learns_a_small_text(tiny_corpus, tmp_path, name):
     assert result.status == "done" and result.step == 100 and rec.total == 100
     V = data.read_corpus(tiny_corpus).vocab.size
     assert result.best_val_loss < 0.5 * math.log(V)  # ln V = 2.77 here
-    assert [n.split()[1] for n in rec.notes] == ["25", "50", "75", "100"]
+    assert [n.split()[1] for n in rec.notes if " val loss " in n] == ["25", "50", "75", "100"]
     best = checkpoint.load(result.best)
     assert best.header["best_val_loss"] == result.best_val_loss
     assert best.header["history"]["step"][-1] == best.header["step"]
@@ -90,28 +90,64 @@ def test_unwritable_checkpoint_folder(tiny_corpus, tmp_path):
         train.train(tiny_corpus, mc, tc, blocker / "ck")
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_corpus, tmp_path, monkeypatch):
+def poison_after(monkeypatch, step, count):
+    """Make model.loss_and_grads return NaN `count` times once `step` steps are done."""
     real = model.loss_and_grads
-    calls = {"n": 0}
+    left = {"n": 0}
 
     def poisoned(*args):
-        calls["n"] += 1
         loss, grads, state = real(*args)
-        return (math.nan if calls["n"] == 15 else loss), grads, state
+        if left["n"] > 0:
+            left["n"] -= 1
+            return math.nan, grads, state
+        return loss, grads, state
     monkeypatch.setattr(model, "loss_and_grads", poisoned)
+
+    def on_step(progress):
+        if progress.step == step and not left.get("armed"):
+            left["n"], left["armed"] = count, True
+    return Recorder(on_step)
+
+
+def test_a_nan_is_rolled_back_and_the_run_goes_on(tiny_corpus, tmp_path, monkeypatch):
+    rec = poison_after(monkeypatch, step=14, count=1)
     mc, tc = tiny_configs(steps=30, eval_every=10)
-    result = train.train(tiny_corpus, mc, tc, tmp_path)
-    assert result.status == "diverged" and result.step == 14
-    assert "step 15" in result.message and "latest.npz (step 10)" in result.message
-    assert checkpoint.load(result.latest).header["step"] == 10  # the last good state, untouched
+    result = train.train(tiny_corpus, mc, tc, tmp_path, reporter=rec)
+    assert result.status == "done" and result.step == 30
+    rollback = [n for n in rec.notes if "rolled back" in n]
+    assert rollback == ["step 15: loss NaN or infinite; rolled back to step 13, learning rate halved (now x0.5), batch skipped"]
+    steps = [p.step for p in rec.steps]
+    assert steps[:14] == list(range(1, 15)) and steps[14] == 14  # update 14 was undone and made again
+    header = checkpoint.load(result.latest).header
+    assert header["rollbacks"] == 1 and header["lr_scale"] == 0.5
+    events = [json.loads(l) for l in open(os.path.join(result.run_dir, train.METRICS))]
+    assert [e["step"] for e in events if e["event"] == "rollback"] == [13]
 
 
-def test_nan_before_any_checkpoint_leaves_no_empty_run(tiny_corpus, tmp_path, monkeypatch):
+def test_persistent_nan_stops_and_keeps_the_last_good_state(tiny_corpus, tmp_path, monkeypatch):
+    rec = poison_after(monkeypatch, step=14, count=1000)
+    mc, tc = tiny_configs(steps=30, eval_every=10)
+    result = train.train(tiny_corpus, mc, tc, tmp_path, reporter=rec)
+    assert result.status == "diverged" and f"through {train.MAX_ROLLBACKS} rollbacks" in result.message
+    assert "last good state (step 13)" in result.message and "best.npz the best" in result.message
+    assert checkpoint.load(result.latest).header["step"] == 13
+    assert checkpoint.load(result.best).header["step"] == 10  # the best is untouched
+
+
+def test_nan_at_the_first_step_leaves_no_run_behind(tiny_corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(model, "loss_and_grads", lambda *a: (math.inf, {}, None))
     mc, tc = tiny_configs(steps=30)
     result = train.train(tiny_corpus, mc, tc, tmp_path / "ck")
-    assert result.status == "diverged" and "no checkpoint was saved" in result.message
+    assert result.status == "diverged" and "nothing was saved" in result.message
     assert os.listdir(tmp_path / "ck") == []
+
+
+def test_a_far_higher_loss_counts_as_divergence_but_noise_at_a_low_loss_does_not():
+    run = train._Run.__new__(train._Run)
+    run.s = train.RunState(params={}, opt_state={}, carried={}, rng=np.random.default_rng(), recent=[1.5] * 20)
+    assert run._diverging(4.0, 1.0) and not run._diverging(2.4, 1.0) and run._diverging(1.5, math.inf)
+    run.s.recent = [0.1] * 20
+    assert not run._diverging(0.6, 1.0)  # five times the mean, but only half a nat above it
 
 
 def test_ctrl_c_saves_the_last_finished_step(tiny_corpus, tmp_path):
@@ -140,6 +176,7 @@ def test_state_is_reset_at_each_pass(tiny_corpus, tmp_path, monkeypatch):
     mc, tc = tiny_configs("rnn", steps=1, seq_length=16, batch_size=4)
     windows = data.BatchStream(data.split(data.read_corpus(tiny_corpus).ids, tc.val_frac)[0], 4, 16).windows_per_epoch
     train.train(tiny_corpus, mc, tiny_configs("rnn", steps=windows + 2)[1], tmp_path)
+    seen = seen[1:]  # the first call is the pre-flight's dry step
     assert not seen[0][0].any()
     for k in range(1, len(seen)):
         if k == windows:  # the first window of the second pass
