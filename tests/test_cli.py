@@ -198,6 +198,40 @@ def test_gradcheck_command(monkeypatch):
     assert r.exit_code == 1 and "FAILED" in r.stdout and "FAIL" in r.stdout
 
 
+def test_resume_info_and_eval_commands(trained, workdir):
+    latest = "checkpoints/tiny-lstm-1/latest.npz"
+    r = run("resume", latest, "--steps", 50, "--learning-rate", 0.01)
+    assert r.exit_code == 0, r.stderr
+    assert "resuming checkpoints/tiny-lstm-1/latest.npz at step 40; changed: --steps 40 -> 50, --learning-rate 0.03 -> 0.01" in r.stderr
+    r = run("train", "--resume", latest, "--steps", 60)
+    assert r.exit_code == 0 and "at step 50; changed: --steps 50 -> 60" in r.stderr
+    assert checkpoint.load(latest).header["step"] == 60
+    assert_clean_error(run("resume", latest, "--steps", 70, "--hidden-size", 8), "No such option", code=2)
+    assert_clean_error(run("train", "--resume", latest, "--steps", 70, "--batch-size", 8), "cannot change --batch-size")
+    assert_clean_error(run("resume", latest), "already reached its limit")
+
+    r = run("info", latest)
+    assert r.exit_code == 0 and r.stderr == ""
+    for part in ("lstm, 1 layer(s) of 16", "parameters", "vocabulary  16 characters: \\n ,.acdeghlmnost",
+                 "tiny.txt: 2,680 characters", "step 60", "best ", "unigram", "5-gram", "curve "):
+        assert part in r.stdout, part
+    curve = [l for l in r.stdout.splitlines() if l.startswith("curve")][0]
+    assert len(curve.split()[1]) == 4 and set(curve.split()[1]) <= set("▁▂▃▄▅▆▇█")  # evaluations 20, 40, 50, 60
+
+    (workdir / "other.txt").write_text("the cat sat on the mat. ZZ the dog! Ω\n")
+    r = run("eval", latest, "other.txt")
+    assert r.exit_code == 0, r.stderr
+    assert re.match(r"other.txt: \d+\.\d{4} nats/char  \d+\.\d{4} bits/char  perplexity \d+\.\d{3}  "
+                    r"\(33 characters predicted\)\n$", r.stdout)
+    assert r.stderr == "4 characters outside the model's vocabulary were left out: !ZΩ\n"
+    assert_clean_error(run("eval", latest, "missing.txt"), "no such file")
+
+
+def test_bad_time_budget(workdir):
+    r = run("train", "tiny.txt", "--time-budget", "10 parsecs")
+    assert r.exit_code == 2 and "Invalid value for '--time-budget'" in r.stderr and "Traceback" not in r.stderr
+
+
 # ------------------------------------------------------------------------------------------------
 # As a real process
 
