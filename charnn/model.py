@@ -64,7 +64,7 @@ def init_params(config: ModelConfig, rng: np.random.Generator, dtype="float32") 
     for name, shape in param_shapes(config).items():
         if name == "by" or name.endswith(".bh"):
             p = np.zeros(shape, dtype)
-            if config.model == "lstm":
+            if config.model == "lstm" and name != "by":
                 p[H:2 * H] = 1.0  # forget gate block
         elif name == "l0.Wxh":
             p = rng.standard_normal(size=shape).astype(dtype)
