@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from charnn.errors import CharnnError
 
-MODELS = ("rnn", "lstm")
+MODELS = ("rnn", "lstm", "gru")
 OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
 DTYPES = ("float32", "float64")
 
@@ -32,7 +32,7 @@ def _choice(name: str, value, choices) -> None:
 class ModelConfig:
     """The network's shape. V = vocab_size, H = hidden_size, L = num_layers."""
 
-    model: str = "lstm"  # "rnn" (tanh recurrence) or "lstm"
+    model: str = "lstm"  # "rnn" (tanh recurrence), "lstm" or "gru"
     vocab_size: int = 65  # V: characters in the vocabulary (input and output width)
     hidden_size: int = 256  # H: units in each recurrent layer
     num_layers: int = 2  # L: stacked recurrent layers; layer l reads layer l-1's hidden state

@@ -8,13 +8,13 @@ import pytest
 
 import charnn
 from charnn import gradcheck, model, optim
-from charnn.config import ModelConfig
+from charnn.config import MODELS, ModelConfig
 from charnn.data import Vocab
 
 from conftest import random_params_and_state
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm"])
+@pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("layers", [1, 2])
 def test_whole_model_gradients(name, layers):
     errors = gradcheck.check_model(name, num_layers=layers, hidden_size=5, seq_length=5, batch_size=3, vocab_size=7)
@@ -36,7 +36,7 @@ def test_gradcheck_catches_a_wrong_gradient(monkeypatch):
     assert errors["l0.Whh"] > gradcheck.THRESHOLD
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm"])
+@pytest.mark.parametrize("name", MODELS)
 def test_stepping_equals_the_sequence_forward(name, rng):
     config = ModelConfig(name, vocab_size=6, hidden_size=5, num_layers=2)
     params, state = random_params_and_state(config, rng, batch_size=3)
@@ -50,7 +50,7 @@ def test_stepping_equals_the_sequence_forward(name, rng):
         np.testing.assert_allclose(s[k], final[k], rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm"])
+@pytest.mark.parametrize("name", MODELS)
 def test_carried_state_continues_the_sequence(name, rng):
     """Two windows with the state carried give the outputs of one window twice as long."""
     config = ModelConfig(name, vocab_size=6, hidden_size=5, num_layers=2)
@@ -72,7 +72,7 @@ def test_forward_does_not_modify_the_given_state(rng):
         np.testing.assert_array_equal(state[k], before[k])
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm"])
+@pytest.mark.parametrize("name", MODELS)
 def test_fresh_model_loss_is_about_ln_v(name, rng):
     V = 65
     config = ModelConfig(name, vocab_size=V, hidden_size=64, num_layers=2)
@@ -92,7 +92,18 @@ def test_init_is_float32_with_forget_bias_one(rng):
     assert {n: p.shape for n, p in params.items()} == model.param_shapes(config)
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm"])
+def test_gru_parameters_and_init(rng):
+    config = ModelConfig("gru", vocab_size=10, hidden_size=4, num_layers=2)
+    params = model.init_params(config, rng)
+    assert {n: p.shape for n, p in params.items()} == {
+        "l0.Wxh": (10, 12), "l0.Whh": (4, 12), "l0.bh": (12,), "l0.bhn": (4,),
+        "l1.Wxh": (4, 12), "l1.Whh": (4, 12), "l1.bh": (12,), "l1.bhn": (4,), "Why": (4, 10), "by": (10,)}
+    for name in ("l0.bh", "l0.bhn", "l1.bh", "l1.bhn", "by"):
+        np.testing.assert_array_equal(params[name], 0)
+    assert model.state_names(config) == ("h",)
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_hello_is_learned_and_recalled(name):
     """The seed's example: vocabulary h, e, l, o; "hello" is four training examples. After
     training, the model continues "h" with "ello", which needs memory: after the first "l" comes
