@@ -1,5 +1,6 @@
 """Layers as forward/backward pairs (the CS231n `rnn_layers.py` shape): `x_forward(...) -> (out,
-cache)` and `x_backward(dout, cache) -> gradients`. Pure functions: no state, no RNG, no I/O.
+cache)` and `x_backward(dout, cache) -> gradients`. Pure functions: no state, no I/O,
+and no RNG of their own (dropout draws from a np.random.Generator passed in).
 
 Dimensions: T time steps, B batch (parallel streams), V vocabulary, D input width, H hidden units,
 N = T*B rows. Sequences are time-major, (T, B, ...), because the recurrence walks time: h[t] is then
@@ -304,6 +305,34 @@ def gru_backward(dhs, cache):
         dh += back  # ... and through the three gates
     dWhh = hs[:-1].reshape(T * B, H).T @ dhw.reshape(T * B, 3 * H)
     return dxw, dh, dWhh, dhw[:, :, 2 * H:].sum(axis=(0, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout (Srivastava et al. 2014), inverted: at training time each unit is kept with probability
+# 1 - p and the kept ones are scaled by 1 / (1 - p), so the expected value of every unit is
+# unchanged and evaluation uses the same weights with no dropout and no rescaling. The model uses it
+# on the non-recurrent connections only (Zaremba et al. 2014, as char-rnn does).
+
+
+def dropout_forward(x, p, rng_or_mask):
+    """x: (...) any shape;  p: drop probability, 0 <= p < 1;  rng_or_mask: a np.random.Generator to
+    draw a fresh mask from, or a mask made before (an array of x's shape holding 0 and 1 / (1 - p)),
+    so that a gradient check can run every evaluation with the same mask.
+
+    Returns out = x * mask, and the mask as the cache.
+    """
+    if isinstance(rng_or_mask, np.random.Generator):
+        mask = rng_or_mask.random(x.shape, dtype=x.dtype)  # uniform in [0, 1)
+        np.greater_equal(mask, p, out=mask)  # 1.0 where kept: probability 1 - p
+        mask *= 1 / (1 - p)
+    else:
+        mask = rng_or_mask
+    return x * mask, mask
+
+
+def dropout_backward(dout, cache):
+    """dout: (...) -> dx: (...), the same shape. out = x * mask, so dx = dout * mask."""
+    return dout * cache
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,12 @@ with G = 1 for the RNN, 4 for the LSTM (gates i, f, o, g side by side) and 3 for
 The recurrent state is a dict: "h" (L, B, H) for every model and "c" (L, B, H) for the LSTM. A
 batch starts from the state it is given and returns its final state; no gradient flows into the
 given state (it is a constant: backprop runs through the T steps of this batch and no further).
+
+Dropout (config.dropout = p > 0, and only when forward is given a Generator: training) zeroes
+units of each layer's output, i.e. the input of the layer above and, for the top layer, the input
+of the output layer: the non-recurrent connections only, as Zaremba et al. 2014 ("Recurrent neural
+network regularization") and char-rnn do. The recurrence h_{t-1} -> h_t is never dropped, so the
+state carries its memory intact, and layer 0's one-hot input is not dropped either (char-rnn).
 """
 
 from __future__ import annotations
@@ -89,17 +95,20 @@ def zero_state(config: ModelConfig, batch_size: int, dtype="float32") -> dict[st
     return {name: np.zeros((L, batch_size, H), dtype) for name in state_names(config)}
 
 
-def forward(params, config: ModelConfig, inputs, state, targets=None):
+def forward(params, config: ModelConfig, inputs, state, targets=None, rng=None):
     """Run the model over a batch of windows.
 
-    inputs: (T, B) ids;  state: the dict above, each (L, B, H);  targets: (T, B) ids or None.
+    inputs: (T, B) ids;  state: the dict above, each (L, B, H);  targets: (T, B) ids or None;
+    rng: a np.random.Generator when training, to draw the dropout masks from (used only when
+    config.dropout > 0); None to evaluate or sample: no dropout, whatever config.dropout says.
     Returns (logits (T*B, V) with row t*B + b for step t of stream b, loss (mean nats per character,
     None without targets), the final state, and the cache for backward).
     """
     T, B = inputs.shape
     H = config.hidden_size
+    p = config.dropout if rng is not None else 0.0
     new_state = {name: np.empty_like(s) for name, s in state.items()}
-    caches = []  # one (input cache, recurrent cache) per layer
+    caches = []  # one (input cache, recurrent cache, dropout mask or None) per layer
     x = None  # (T, B, H): the outputs of the layer below
     for l in range(config.num_layers):
         Wxh, Whh, bh = params[f"l{l}.Wxh"], params[f"l{l}.Whh"], params[f"l{l}.bh"]
@@ -115,9 +124,12 @@ def forward(params, config: ModelConfig, inputs, state, targets=None):
             hs, rec_cache = layers.gru_forward(xw, state["h"][l], Whh, params[f"l{l}.bhn"])
         else:
             hs, rec_cache = layers.rnn_forward(xw, state["h"][l], Whh)
-        new_state["h"][l] = hs[-1]
-        caches.append((in_cache, rec_cache))
+        new_state["h"][l] = hs[-1]  # the carried state is never dropped
         x = hs[1:]  # (T, B, H), a contiguous view
+        mask = None
+        if p > 0:  # on the way up (to layer l+1, or to the output layer), not along time
+            x, mask = layers.dropout_forward(x, p, rng)
+        caches.append((in_cache, rec_cache, mask))
     logits, out_cache = layers.affine_forward(x.reshape(T * B, H), params["Why"], params["by"])
     loss, dlogits = None, None
     if targets is not None:
@@ -131,9 +143,11 @@ def backward(config: ModelConfig, cache) -> dict[str, np.ndarray]:
     H = config.hidden_size
     grads = {}
     dx, grads["Why"], grads["by"] = layers.affine_backward(dlogits, out_cache)
-    dhs = dx.reshape(T, B, H)  # gradient w.r.t. the top layer's outputs
+    dhs = dx.reshape(T, B, H)  # gradient w.r.t. the top layer's outputs (after dropout)
     for l in reversed(range(config.num_layers)):
-        in_cache, rec_cache = caches[l]
+        in_cache, rec_cache, mask = caches[l]
+        if mask is not None:
+            dhs = layers.dropout_backward(dhs, mask)
         if config.model == "lstm":
             dxw, _dh0, _dc0, grads[f"l{l}.Whh"] = layers.lstm_backward(dhs, rec_cache)
         elif config.model == "gru":
@@ -153,15 +167,17 @@ def params_order(config: ModelConfig):
     return param_shapes(config).keys()
 
 
-def loss_and_grads(params, config: ModelConfig, inputs, targets, state):
-    """Forward and full BPTT over one batch: (loss, grads, final state)."""
-    _, loss, new_state, cache = forward(params, config, inputs, state, targets)
+def loss_and_grads(params, config: ModelConfig, inputs, targets, state, rng=None):
+    """Forward and full BPTT over one batch: (loss, grads, final state). rng: as in forward (give it
+    when training with dropout; the gradients are those of the loss with the masks it drew)."""
+    _, loss, new_state, cache = forward(params, config, inputs, state, targets, rng)
     return loss, backward(config, cache), new_state
 
 
 def step(params, config: ModelConfig, ids, state):
     """Advance the model one character: ids (B,) -> (logits (B, V), new state). The state dict is
-    not modified; the seed's `y = rnn.step(x)`, with the state passed in and out."""
+    not modified; the seed's `y = rnn.step(x)`, with the state passed in and out. No dropout: it is
+    for generation."""
     new_state = {name: np.empty_like(s) for name, s in state.items()}
     x = None  # (B, H)
     for l in range(config.num_layers):

@@ -154,6 +154,31 @@ def test_gru(rng):
           {"xw": xw, "h0": h0, "Whh": Whh, "bhn": bhn}, rng)
 
 
+def test_dropout_mask_keeps_1_minus_p_and_scales():
+    p = 0.3
+    x = np.ones((200, 50, 10), np.float32)
+    out, mask = layers.dropout_forward(x, p, np.random.default_rng(5))
+    assert out.dtype == mask.dtype == np.float32
+    assert set(np.unique(mask)) == {np.float32(0), np.float32(1 / (1 - p))}
+    kept = float(np.mean(mask > 0))
+    assert abs(kept - (1 - p)) < 0.01  # 100,000 units: the standard deviation is 0.0015
+    assert abs(float(out.mean(dtype=np.float64)) - 1) < 0.02  # inverted: the expected value is kept
+    again, _ = layers.dropout_forward(x, p, np.random.default_rng(5))
+    np.testing.assert_array_equal(again, out)  # the Generator is the only source of randomness
+
+
+def test_dropout_with_a_fixed_mask(rng):
+    x = rng.standard_normal((T, B, H))
+    _, mask = layers.dropout_forward(x, 0.5, rng)
+    assert 0 < np.count_nonzero(mask) < mask.size
+    out, cache = layers.dropout_forward(x, 0.5, mask)  # the mask injected: the same output again
+    np.testing.assert_array_equal(out, x * mask)
+
+    def grads(dout):
+        return {"x": layers.dropout_backward(dout, cache)}
+    check(lambda: layers.dropout_forward(x, 0.5, mask)[0], grads, {"x": x}, rng)
+
+
 def test_softmax_cross_entropy(rng):
     logits, targets = rng.standard_normal((8, V)), rng.integers(0, V, size=8)
     loss, dlogits = layers.softmax_cross_entropy(logits, targets)

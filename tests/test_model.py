@@ -1,5 +1,6 @@
-"""The whole model: BPTT gradients, stepping vs the sequence forward, carried state, the fresh
-loss, and the seed's "hello" example learned and recalled."""
+"""The whole model: BPTT gradients (also with dropout), stepping vs the sequence forward, carried
+state, the fresh loss, the seed's "hello" example learned and recalled, and dropout only where and
+when it belongs."""
 
 import math
 
@@ -19,6 +20,14 @@ from conftest import random_params_and_state
 def test_whole_model_gradients(name, layers):
     errors = gradcheck.check_model(name, num_layers=layers, hidden_size=5, seq_length=5, batch_size=3, vocab_size=7)
     assert set(errors) == set(model.param_shapes(ModelConfig(name, 7, 5, layers)))
+    assert max(errors.values()) < gradcheck.THRESHOLD, errors
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_whole_model_gradients_with_dropout(name):
+    """Two layers, so both places are checked: between the layers and before the output layer."""
+    errors = gradcheck.check_model(name, num_layers=2, hidden_size=5, seq_length=4, batch_size=3,
+                                   vocab_size=7, dropout=0.5)
     assert max(errors.values()) < gradcheck.THRESHOLD, errors
 
 
@@ -101,6 +110,32 @@ def test_gru_parameters_and_init(rng):
     for name in ("l0.bh", "l0.bhn", "l1.bh", "l1.bhn", "by"):
         np.testing.assert_array_equal(params[name], 0)
     assert model.state_names(config) == ("h",)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_dropout_only_in_training(name, rng):
+    """No Generator (evaluation, sampling): the model with dropout is exactly the model without it.
+    With one (training): the outputs change, but the recurrence and layer 0's input are never
+    dropped, so layer 0's final state is unchanged, and layer 1's (its input was dropped) is not."""
+    plain = ModelConfig(name, vocab_size=6, hidden_size=5, num_layers=2)
+    dropped = ModelConfig(name, vocab_size=6, hidden_size=5, num_layers=2, dropout=0.5)
+    params, state = random_params_and_state(plain, rng, batch_size=3)
+    inputs, targets = rng.integers(0, 6, size=(5, 3)), rng.integers(0, 6, size=(5, 3))
+    ref_logits, ref_loss, ref_state, _ = model.forward(params, plain, inputs, state, targets)
+    logits, loss, _, _ = model.forward(params, dropped, inputs, state, targets)
+    np.testing.assert_array_equal(logits, ref_logits)
+    assert loss == ref_loss
+    logits, _, _, _ = model.forward(params, plain, inputs, state, targets, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(logits, ref_logits)  # dropout 0 with a Generator: nothing dropped
+
+    training = np.random.default_rng(0)
+    logits, _, final, _ = model.forward(params, dropped, inputs, state, targets, rng=training)
+    assert not np.allclose(logits, ref_logits)
+    for k in final:
+        np.testing.assert_array_equal(final[k][0], ref_state[k][0])
+        assert not np.allclose(final[k][1], ref_state[k][1])
+    again = model.forward(params, dropped, inputs, state, targets, rng=np.random.default_rng(0))[0]
+    np.testing.assert_array_equal(again, logits)  # the Generator is the only source of randomness
 
 
 @pytest.mark.parametrize("name", MODELS)
