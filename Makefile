@@ -26,9 +26,10 @@ train: $(STAMP) ## train the default LSTM on tiny shakespeare (about 10 minutes 
 sample: $(STAMP) ## print text from the newest trained model
 	$(BIN)/charnn sample --seed "ROMEO:" --length 600 --temperature 0.8
 
-gradcheck: $(STAMP) ## check RNN and LSTM gradients against finite differences
+gradcheck: $(STAMP) ## check RNN, LSTM and GRU gradients against finite differences
 	$(BIN)/charnn gradcheck --model rnn
 	$(BIN)/charnn gradcheck --model lstm
+	$(BIN)/charnn gradcheck --model gru
 
 clean: ## remove the virtual environment and caches (keeps checkpoints)
 	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -156,6 +156,8 @@ def _run(call):
 @click.option("--seq-length", type=int, default=_defaults.seq_length,
               help="T: characters per window; backprop runs through all T steps.")
 @click.option("--batch-size", type=int, default=_defaults.batch_size, help="B: parallel contiguous streams.")
+@click.option("--dropout", type=float, default=_model_defaults.dropout,
+              help="Probability of dropping each unit between layers and before the output layer, in training.")
 @run_options
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_defaults.optimizer)
 @click.option("--val-frac", type=float, default=_defaults.val_frac, help="The last fraction of the text held out for validation.")
@@ -173,7 +175,12 @@ def train(ctx, corpus, resume_from, **options):
     `charnn resume` continues from there.
     """
     if resume_from is not None:
-        given = _given(ctx, [n for n in options if n not in ("checkpoint_dir", "run_name")])
+        model_options = ("model", "hidden_size", "num_layers", "dropout")
+        given = _given(ctx, [n for n in options if n not in ("checkpoint_dir", "run_name") + model_options])
+        changed = _given(ctx, model_options)
+        if changed:
+            names = ", ".join("--" + n.replace("_", "-") for n in changed)
+            _fail(CharnnError(f"a resumed run cannot change {names} (they define the model); start a new run instead"))
         _run(lambda bar: train_mod.resume(resume_from, given, corpus, reporter=bar))
         return
     if corpus is None:
@@ -181,7 +188,8 @@ def train(ctx, corpus, resume_from, **options):
     o = options
     if o["steps"] is None and o["epochs"] is None and o["time_budget"] is None:
         o["steps"] = DEFAULT_STEPS
-    model_config = ModelConfig(model=o.pop("model"), hidden_size=o.pop("hidden_size"), num_layers=o.pop("num_layers"))
+    model_config = ModelConfig(model=o.pop("model"), hidden_size=o.pop("hidden_size"), num_layers=o.pop("num_layers"),
+                               dropout=o.pop("dropout"))
     checkpoint_dir, run_name = o.pop("checkpoint_dir"), o.pop("run_name")
     try:
         train_config = TrainConfig(**o)
@@ -286,8 +294,9 @@ def eval_command(checkpoint_path, text_file):
 @click.option("--seq-length", type=int, default=4, help="T: steps backprop runs through.")
 @click.option("--batch-size", type=int, default=3, help="B: parallel streams.")
 @click.option("--vocab-size", type=int, default=7, help="V: characters in the random problem.")
+@click.option("--dropout", type=float, default=0.0, help="Check the training loss with dropout (fixed masks).")
 @click.option("--random-seed", type=int, default=0)
-def gradcheck(model, num_layers, hidden_size, seq_length, batch_size, vocab_size, random_seed):
+def gradcheck(model, num_layers, hidden_size, seq_length, batch_size, vocab_size, dropout, random_seed):
     """Check the model's BPTT gradients against float64 finite differences.
 
     Prints the worst relative error of every parameter; exits 1 if any is above the threshold.
@@ -297,10 +306,12 @@ def gradcheck(model, num_layers, hidden_size, seq_length, batch_size, vocab_size
             _fail(CharnnError(f"{name} must be a positive whole number, got {value}"))
     try:
         t0 = time.perf_counter()
-        errors = gradcheck_mod.check_model(model, num_layers, hidden_size, seq_length, batch_size, vocab_size, random_seed)
+        errors = gradcheck_mod.check_model(model, num_layers, hidden_size, seq_length, batch_size, vocab_size,
+                                           random_seed, dropout)
     except CharnnError as e:
         _fail(e)
-    click.echo(f"{model}, {num_layers} layer(s) of {hidden_size}, T={seq_length}, B={batch_size}, V={vocab_size}: "
+    click.echo(f"{model}, {num_layers} layer(s) of {hidden_size}, T={seq_length}, B={batch_size}, V={vocab_size}"
+               f"{f', dropout {dropout:g}' if dropout else ''}: "
                f"worst relative error per parameter (threshold {gradcheck_mod.THRESHOLD:g})")
     for name, err in errors.items():
         click.echo(f"  {name:10s} {err:.2e}  {'ok' if err <= gradcheck_mod.THRESHOLD else 'FAIL'}")

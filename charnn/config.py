@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from charnn.errors import CharnnError
 from charnn.schedule import SCHEDULES
 
-MODELS = ("rnn", "lstm")
+MODELS = ("rnn", "lstm", "gru")
 OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
 DTYPES = ("float32", "float64")
 
@@ -33,16 +33,20 @@ def _choice(name: str, value, choices) -> None:
 class ModelConfig:
     """The network's shape. V = vocab_size, H = hidden_size, L = num_layers."""
 
-    model: str = "lstm"  # "rnn" (tanh recurrence) or "lstm"
+    model: str = "lstm"  # "rnn" (tanh recurrence), "lstm" or "gru"
     vocab_size: int = 65  # V: characters in the vocabulary (input and output width)
     hidden_size: int = 256  # H: units in each recurrent layer
     num_layers: int = 2  # L: stacked recurrent layers; layer l reads layer l-1's hidden state
+    dropout: float = 0.0  # p: drop probability between layers and before the output, in training only
 
     def validate(self) -> "ModelConfig":
         _choice("--model", self.model, MODELS)
         _positive("the vocabulary size", self.vocab_size)
         _positive("--hidden-size", self.hidden_size)
         _positive("--num-layers", self.num_layers)
+        p = self.dropout
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+            raise CharnnError(f"--dropout must be a probability, at least 0 (off) and below 1, got {p!r}")
         return self
 
     def to_dict(self) -> dict:

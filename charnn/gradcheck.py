@@ -1,9 +1,9 @@
 """Finite-difference checks of the analytic gradients, in float64.
 
 check_model compares model.loss_and_grads with central differences on a small random problem,
-every parameter element, starting from a random (non-zero) carried state. `charnn gradcheck` and
-the tests both call it. numerical_gradient is the same method for any function of one array (the
-layer tests use it).
+every parameter element, starting from a random (non-zero) carried state, optionally with dropout
+(the same masks in every evaluation). `charnn gradcheck` and the tests both call it.
+numerical_gradient is the same method for any function of one array (the layer tests use it).
 """
 
 from __future__ import annotations
@@ -46,10 +46,15 @@ def relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
 
 
 def check_model(model_name="lstm", num_layers=2, hidden_size=5, seq_length=4, batch_size=3,
-                vocab_size=7, seed=0) -> dict[str, float]:
-    """Worst relative error of every parameter's BPTT gradient against finite differences."""
+                vocab_size=7, seed=0, dropout=0.0) -> dict[str, float]:
+    """Worst relative error of every parameter's BPTT gradient against finite differences.
+
+    With dropout > 0 the loss is that of training, with masks: every evaluation gets a Generator
+    seeded the same way, so it draws the same masks (the forward draws them in a fixed order), and
+    the finite differences see one fixed function of the parameters, as the gradient does.
+    """
     config = ModelConfig(model=model_name, vocab_size=vocab_size, hidden_size=hidden_size,
-                         num_layers=num_layers).validate()
+                         num_layers=num_layers, dropout=dropout).validate()
     rng = np.random.default_rng(seed)
     params = model.init_params(config, rng, "float64")
     for p in params.values():  # also non-zero biases, so every term of the math is exercised
@@ -59,8 +64,13 @@ def check_model(model_name="lstm", num_layers=2, hidden_size=5, seq_length=4, ba
     inputs = rng.integers(0, vocab_size, size=(seq_length, batch_size))  # (T, B)
     targets = rng.integers(0, vocab_size, size=(seq_length, batch_size))  # (T, B)
 
-    def loss() -> float:
-        return model.forward(params, config, inputs, state, targets)[1]
+    mask_seed = int(rng.integers(2**31))
 
-    _, grads, _ = model.loss_and_grads(params, config, inputs, targets, state)
+    def masks():  # None without dropout: the plain evaluation path
+        return np.random.default_rng(mask_seed) if dropout > 0 else None
+
+    def loss() -> float:
+        return model.forward(params, config, inputs, state, targets, masks())[1]
+
+    _, grads, _ = model.loss_and_grads(params, config, inputs, targets, state, masks())
     return {name: relative_error(grads[name], numerical_gradient(loss, params[name])) for name in params}

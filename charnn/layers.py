@@ -1,5 +1,6 @@
 """Layers as forward/backward pairs (the CS231n `rnn_layers.py` shape): `x_forward(...) -> (out,
-cache)` and `x_backward(dout, cache) -> gradients`. Pure functions: no state, no RNG, no I/O.
+cache)` and `x_backward(dout, cache) -> gradients`. Pure functions: no state, no I/O,
+and no RNG of their own (dropout draws from a np.random.Generator passed in).
 
 Dimensions: T time steps, B batch (parallel streams), V vocabulary, D input width, H hidden units,
 N = T*B rows. Sequences are time-major, (T, B, ...), because the recurrence walks time: h[t] is then
@@ -120,18 +121,23 @@ def rnn_backward(dhs, cache):
 #   c_t = f * c_{t-1} + i * g        (keep some of the old memory, write some new)
 #   h_t = o * tanh(c_t)              (read some of it out)
 # The gates sit side by side in one (B, 4H) block, the three sigmoids first, so one product makes
-# all four and one call activates all three sigmoids (sigmoid(x) = (1 + tanh(x/2)) / 2).
+# all four and one call activates all three sigmoids.
+
+
+def _sigmoid(a):
+    """sigmoid(a) in place, as (1 + tanh(a/2)) / 2: one ufunc call that cannot overflow, where
+    1 / (1 + exp(-a)) overflows exp for a < -88 in float32."""
+    a *= 0.5
+    np.tanh(a, out=a)
+    a *= 0.5
+    a += 0.5
 
 
 def _lstm_cell(a, c_prev, c, tanh_c, h):
     """One step of the cell, in place. a: (B, 4H) pre-activations in, activated gates out;
     c_prev: (B, H); writes c, tanh_c, h: (B, H)."""
     H = c.shape[-1]
-    sig = a[:, :3 * H]
-    sig *= 0.5
-    np.tanh(sig, out=sig)
-    sig *= 0.5
-    sig += 0.5
+    _sigmoid(a[:, :3 * H])
     np.tanh(a[:, 3 * H:], out=a[:, 3 * H:])
     i, f, o, g = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
     np.multiply(f, c_prev, out=c)
@@ -201,6 +207,132 @@ def lstm_backward(dhs, cache):
         dh = d @ Whh.T  # the gradient h_{t-1} receives
     dWhh = hs[:-1].reshape(T * B, H).T @ dxw.reshape(T * B, 4 * H)
     return dxw, dh, dc, dWhh
+
+
+# ---------------------------------------------------------------------------------------------
+# GRU (Cho et al. 2014), in the form of cuDNN and PyTorch's nn.GRU ("reset after"):
+#   [r z] = sigmoid(x_t W_x[rz] + b[rz] + h_{t-1} W_hh[rz])     reset and update gates
+#   n     = tanh(x_t W_xn + b_n + r * (h_{t-1} W_hn + b_hn))      candidate
+#   h_t   = (1 - z) * n + z * h_{t-1}  =  n + z * (h_{t-1} - n)   z near 1 keeps the old state
+# Gate order [r z n], as PyTorch's weight_ih_l0 / weight_hh_l0, with the two sigmoids adjacent so one
+# call activates both. Cho et al.'s original candidate is tanh(x_t W_xn + (r * h_{t-1}) W_hn + b_n):
+# r multiplies h before the product, so each step needs a second (B, H) x (H, H) product that
+# must wait for r. Applying r after the product lets one fused (H, 3H) product per step make all
+# three recurrent blocks, exactly as the LSTM's (H, 4H) one does; the price is one more bias, b_hn
+# (H,), because inside r * (...) a recurrent bias is no longer the same as the input bias b_n.
+# NVIDIA chose this form for cuDNN on the GRU authors' suggestion, having measured no accuracy cost
+# (Baidu SVAIL, svail.github.io/diff_graphs, as cited by TensorFlow's CudnnCompatibleGRUCell docs);
+# Keras's GRU defaults to it (reset_after=True), and its weights map one to one onto PyTorch's
+# (transposed: rows times weights here).
+
+
+def _gru_cell(a, xw, bhn, h_prev, hn, h):
+    """One step of the cell, in place. a: (B, 3H) = h_prev @ Whh in, activated [r z n] out;
+    xw: (B, 3H) = x_t W_xh + b;  bhn: (H,);  h_prev: (B, H);  writes hn: (B, H) = h_prev W_hn + b_hn
+    (backward needs it) and h: (B, H)."""
+    H = h.shape[-1]
+    np.add(a[:, 2 * H:], bhn, out=hn)
+    rz = a[:, :2 * H]
+    rz += xw[:, :2 * H]
+    _sigmoid(rz)
+    r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
+    np.multiply(r, hn, out=n)
+    n += xw[:, 2 * H:]
+    np.tanh(n, out=n)
+    np.subtract(h_prev, n, out=h)
+    h *= z
+    h += n
+
+
+def gru_step(xw, h, Whh, bhn):
+    """One step. xw: (B, 3H) = x_t W_xh + b;  h: (B, H);  Whh: (H, 3H);  bhn: (H,)  ->  h_t: (B, H)."""
+    a = h @ Whh
+    hn, h_new = np.empty_like(h), np.empty_like(h)
+    _gru_cell(a, xw, bhn, h, hn, h_new)
+    return h_new
+
+
+def gru_forward(xw, h0, Whh, bhn):
+    """The whole sequence. xw: (T, B, 3H);  h0: (B, H);  Whh: (H, 3H);  bhn: (H,).
+
+    Returns hs: (T+1, B, H) with hs[0] = h0, and the cache.
+    """
+    T, B, G = xw.shape
+    H = G // 3
+    hs = np.empty((T + 1, B, H), xw.dtype)  # hidden states, hs[0] = h0
+    hns = np.empty((T, B, H), xw.dtype)  # h_{t-1} W_hn + b_hn, what r multiplies, kept for backward
+    gates = np.empty((T, B, G), xw.dtype)  # activated [r z n] of every step
+    hs[0] = h0
+    for t in range(T):
+        a = gates[t]
+        np.matmul(hs[t], Whh, out=a)
+        _gru_cell(a, xw[t], bhn, hs[t], hns[t], hs[t + 1])
+    return hs, (hs, hns, gates, Whh)
+
+
+def gru_backward(dhs, cache):
+    """dhs: (T, B, H), the loss gradient w.r.t. h_1..h_T from the layers above.
+
+    Returns dxw: (T, B, 3H), dh0: (B, H), dWhh: (H, 3H), dbhn: (H,).
+    """
+    hs, hns, gates, Whh = cache
+    T, B, H = dhs.shape
+    dxw = np.empty_like(gates)  # gradient at the input projection x_t W_xh + b
+    dhw = np.empty_like(gates)  # gradient at the recurrent product h_{t-1} W_hh (+ b_hn in the n block);
+    # equal to dxw in the [r z] blocks, but r sits between it and the candidate's pre-activation in n
+    dh = np.zeros((B, H), dhs.dtype)  # gradient reaching h_t from step t+1
+    tmp = np.empty((B, H), dhs.dtype)
+    back = np.empty((B, H), dhs.dtype)  # the part of h_{t-1}'s gradient that passes through W_hh
+    for t in reversed(range(T)):
+        act, d, dw = gates[t], dxw[t], dhw[t]
+        r, z, n = act[:, :H], act[:, H:2 * H], act[:, 2 * H:]
+        dr, dz, dn = d[:, :H], d[:, H:2 * H], d[:, 2 * H:]
+        dh += dhs[t]  # total gradient at h_t
+        np.subtract(hs[t], n, out=tmp)  # h = n + z * (h_prev - n)
+        np.multiply(dh, tmp, out=dz)
+        np.subtract(1, z, out=tmp)
+        np.multiply(dh, tmp, out=dn)
+        np.multiply(n, n, out=tmp)
+        np.subtract(1, tmp, out=tmp)
+        dn *= tmp  # tanh' = 1 - tanh^2: now the gradient at n's pre-activation
+        np.multiply(dn, hns[t], out=dr)  # pre-activation = xw_n + r * hn
+        np.multiply(dn, r, out=dw[:, 2 * H:])
+        rz = act[:, :2 * H]
+        d[:, :2 * H] *= rz * (1 - rz)  # sigmoid' = s (1 - s)
+        dw[:, :2 * H] = d[:, :2 * H]
+        np.matmul(dw, Whh.T, out=back)
+        dh *= z  # the gradient h_{t-1} receives: directly through z * h_{t-1} ...
+        dh += back  # ... and through the three gates
+    dWhh = hs[:-1].reshape(T * B, H).T @ dhw.reshape(T * B, 3 * H)
+    return dxw, dh, dWhh, dhw[:, :, 2 * H:].sum(axis=(0, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout (Srivastava et al. 2014), inverted: at training time each unit is kept with probability
+# 1 - p and the kept ones are scaled by 1 / (1 - p), so the expected value of every unit is
+# unchanged and evaluation uses the same weights with no dropout and no rescaling. The model uses it
+# on the non-recurrent connections only (Zaremba et al. 2014, as char-rnn does).
+
+
+def dropout_forward(x, p, rng_or_mask):
+    """x: (...) any shape;  p: drop probability, 0 <= p < 1;  rng_or_mask: a np.random.Generator to
+    draw a fresh mask from, or a mask made before (an array of x's shape holding 0 and 1 / (1 - p)),
+    so that a gradient check can run every evaluation with the same mask.
+
+    Returns out = x * mask, and the mask as the cache.
+    """
+    if isinstance(rng_or_mask, np.random.Generator):
+        mask = rng_or_mask.random(x.shape, dtype=x.dtype)  # uniform in [0, 1)
+        np.greater_equal(mask, p, out=mask)  # 1.0 where kept: probability 1 - p
+        mask *= 1 / (1 - p)
+    else:
+        mask = rng_or_mask
+    return x * mask, mask
+
+
+def dropout_backward(dout, cache):
+    """dout: (...) -> dx: (...), the same shape. out = x * mask, so dx = dout * mask."""
+    return dout * cache
 
 
 # ---------------------------------------------------------------------------------------------

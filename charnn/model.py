@@ -2,19 +2,26 @@
 by full backpropagation through time, and one step for generation.
 
     x_t  --embedding-->  layer 0  -->  layer 1  --> ... -->  layer L-1  --affine-->  logits y_t
-                         (RNN or LSTM, each reading the hidden state of the one below)
+                         (RNN, LSTM or GRU, each reading the hidden state of the one below)
 
 Parameters live in one dict of named arrays; gradients and optimizer state use the same names:
     l{l}.Wxh  (D_l, G*H)   input weights of layer l (D_0 = V: one-hot characters; D_l = H above)
     l{l}.Whh  (H, G*H)     recurrent weights
     l{l}.bh   (G*H,)       bias
+    l{l}.bhn  (H,)         GRU only: the recurrent bias of the candidate, inside r * (h W_hn + b_hn)
     Why       (H, V)       output weights
     by        (V,)         output bias
-with G = 1 for the RNN and 4 for the LSTM (gates i, f, o, g side by side).
+with G = 1 for the RNN, 4 for the LSTM (gates i, f, o, g side by side) and 3 for the GRU (r, z, n).
 
-The recurrent state is a dict: "h" (L, B, H) for both models and "c" (L, B, H) for the LSTM. A
+The recurrent state is a dict: "h" (L, B, H) for every model and "c" (L, B, H) for the LSTM. A
 batch starts from the state it is given and returns its final state; no gradient flows into the
 given state (it is a constant: backprop runs through the T steps of this batch and no further).
+
+Dropout (config.dropout = p > 0, and only when forward is given a Generator: training) zeroes
+units of each layer's output, i.e. the input of the layer above and, for the top layer, the input
+of the output layer: the non-recurrent connections only, as Zaremba et al. 2014 ("Recurrent neural
+network regularization") and char-rnn do. The recurrence h_{t-1} -> h_t is never dropped, so the
+state carries its memory intact, and layer 0's one-hot input is not dropped either (char-rnn).
 """
 
 from __future__ import annotations
@@ -27,9 +34,12 @@ from charnn import layers
 from charnn.config import ModelConfig
 
 
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
 def gates(config: ModelConfig) -> int:
-    """G: blocks of H columns in each layer's fused weights (the LSTM's four gates)."""
-    return 4 if config.model == "lstm" else 1
+    """G: blocks of H columns in each layer's fused weights (the LSTM's four gates, the GRU's three)."""
+    return GATES[config.model]
 
 
 def state_names(config: ModelConfig) -> tuple[str, ...]:
@@ -44,6 +54,8 @@ def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
         shapes[f"l{l}.Wxh"] = (V if l == 0 else H, G * H)
         shapes[f"l{l}.Whh"] = (H, G * H)
         shapes[f"l{l}.bh"] = (G * H,)
+        if config.model == "gru":
+            shapes[f"l{l}.bhn"] = (H,)
     shapes["Why"] = (H, V)
     shapes["by"] = (V,)
     return shapes
@@ -58,13 +70,16 @@ def init_params(config: ModelConfig, rng: np.random.Generator, dtype="float32") 
     gates from the first step. Measured on tiny shakespeare (LSTM 2 x 256, B 64, T 64, Adam 2e-3,
     600 steps): validation loss 1.674 with N(0, 1) rows against 2.054 with +-1/sqrt(H) rows.
     The forget gate's bias starts at 1 so the cell keeps its memory at first (Jozefowicz et al. 2015).
+    The GRU's biases all start at zero, as Keras starts them: its update gate z then keeps about half
+    the state at each step at first. A positive z bias (the analogue of the forget bias) would keep
+    more, but nothing here measured that it helps, so it is not done.
     """
     H = config.hidden_size
     params = {}
     for name, shape in param_shapes(config).items():
-        if name == "by" or name.endswith(".bh"):
+        if name == "by" or name.endswith((".bh", ".bhn")):
             p = np.zeros(shape, dtype)
-            if config.model == "lstm":
+            if config.model == "lstm" and name.endswith(".bh"):
                 p[H:2 * H] = 1.0  # forget gate block
         elif name == "l0.Wxh":
             p = rng.standard_normal(size=shape).astype(dtype)
@@ -80,18 +95,20 @@ def zero_state(config: ModelConfig, batch_size: int, dtype="float32") -> dict[st
     return {name: np.zeros((L, batch_size, H), dtype) for name in state_names(config)}
 
 
-def forward(params, config: ModelConfig, inputs, state, targets=None):
+def forward(params, config: ModelConfig, inputs, state, targets=None, rng=None):
     """Run the model over a batch of windows.
 
-    inputs: (T, B) ids;  state: the dict above, each (L, B, H);  targets: (T, B) ids or None.
+    inputs: (T, B) ids;  state: the dict above, each (L, B, H);  targets: (T, B) ids or None;
+    rng: a np.random.Generator when training, to draw the dropout masks from (used only when
+    config.dropout > 0); None to evaluate or sample: no dropout, whatever config.dropout says.
     Returns (logits (T*B, V) with row t*B + b for step t of stream b, loss (mean nats per character,
     None without targets), the final state, and the cache for backward).
     """
     T, B = inputs.shape
     H = config.hidden_size
-    lstm = config.model == "lstm"
+    p = config.dropout if rng is not None else 0.0
     new_state = {name: np.empty_like(s) for name, s in state.items()}
-    caches = []  # one (input cache, recurrent cache) per layer
+    caches = []  # one (input cache, recurrent cache, dropout mask or None) per layer
     x = None  # (T, B, H): the outputs of the layer below
     for l in range(config.num_layers):
         Wxh, Whh, bh = params[f"l{l}.Wxh"], params[f"l{l}.Whh"], params[f"l{l}.bh"]
@@ -100,14 +117,19 @@ def forward(params, config: ModelConfig, inputs, state, targets=None):
         else:
             xw, in_cache = layers.affine_forward(x.reshape(T * B, H), Wxh, bh)
             xw = xw.reshape(T, B, -1)
-        if lstm:
+        if config.model == "lstm":
             hs, cs, rec_cache = layers.lstm_forward(xw, state["h"][l], state["c"][l], Whh)
             new_state["c"][l] = cs[-1]
+        elif config.model == "gru":
+            hs, rec_cache = layers.gru_forward(xw, state["h"][l], Whh, params[f"l{l}.bhn"])
         else:
             hs, rec_cache = layers.rnn_forward(xw, state["h"][l], Whh)
-        new_state["h"][l] = hs[-1]
-        caches.append((in_cache, rec_cache))
+        new_state["h"][l] = hs[-1]  # the carried state is never dropped
         x = hs[1:]  # (T, B, H), a contiguous view
+        mask = None
+        if p > 0:  # on the way up (to layer l+1, or to the output layer), not along time
+            x, mask = layers.dropout_forward(x, p, rng)
+        caches.append((in_cache, rec_cache, mask))
     logits, out_cache = layers.affine_forward(x.reshape(T * B, H), params["Why"], params["by"])
     loss, dlogits = None, None
     if targets is not None:
@@ -121,11 +143,15 @@ def backward(config: ModelConfig, cache) -> dict[str, np.ndarray]:
     H = config.hidden_size
     grads = {}
     dx, grads["Why"], grads["by"] = layers.affine_backward(dlogits, out_cache)
-    dhs = dx.reshape(T, B, H)  # gradient w.r.t. the top layer's outputs
+    dhs = dx.reshape(T, B, H)  # gradient w.r.t. the top layer's outputs (after dropout)
     for l in reversed(range(config.num_layers)):
-        in_cache, rec_cache = caches[l]
+        in_cache, rec_cache, mask = caches[l]
+        if mask is not None:
+            dhs = layers.dropout_backward(dhs, mask)
         if config.model == "lstm":
             dxw, _dh0, _dc0, grads[f"l{l}.Whh"] = layers.lstm_backward(dhs, rec_cache)
+        elif config.model == "gru":
+            dxw, _dh0, grads[f"l{l}.Whh"], grads[f"l{l}.bhn"] = layers.gru_backward(dhs, rec_cache)
         else:
             dxw, _dh0, grads[f"l{l}.Whh"] = layers.rnn_backward(dhs, rec_cache)
         # The initial state is a constant (carried from the previous window): _dh0/_dc0 stop here.
@@ -141,23 +167,26 @@ def params_order(config: ModelConfig):
     return param_shapes(config).keys()
 
 
-def loss_and_grads(params, config: ModelConfig, inputs, targets, state):
-    """Forward and full BPTT over one batch: (loss, grads, final state)."""
-    _, loss, new_state, cache = forward(params, config, inputs, state, targets)
+def loss_and_grads(params, config: ModelConfig, inputs, targets, state, rng=None):
+    """Forward and full BPTT over one batch: (loss, grads, final state). rng: as in forward (give it
+    when training with dropout; the gradients are those of the loss with the masks it drew)."""
+    _, loss, new_state, cache = forward(params, config, inputs, state, targets, rng)
     return loss, backward(config, cache), new_state
 
 
 def step(params, config: ModelConfig, ids, state):
     """Advance the model one character: ids (B,) -> (logits (B, V), new state). The state dict is
-    not modified; the seed's `y = rnn.step(x)`, with the state passed in and out."""
-    lstm = config.model == "lstm"
+    not modified; the seed's `y = rnn.step(x)`, with the state passed in and out. No dropout: it is
+    for generation."""
     new_state = {name: np.empty_like(s) for name, s in state.items()}
     x = None  # (B, H)
     for l in range(config.num_layers):
         Wxh, Whh, bh = params[f"l{l}.Wxh"], params[f"l{l}.Whh"], params[f"l{l}.bh"]
         xw = Wxh[ids] + bh if l == 0 else x @ Wxh + bh  # (B, G*H)
-        if lstm:
+        if config.model == "lstm":
             new_state["h"][l], new_state["c"][l] = layers.lstm_step(xw, state["h"][l], state["c"][l], Whh)
+        elif config.model == "gru":
+            new_state["h"][l] = layers.gru_step(xw, state["h"][l], Whh, params[f"l{l}.bhn"])
         else:
             new_state["h"][l] = layers.rnn_step(xw, state["h"][l], Whh)
         x = new_state["h"][l]

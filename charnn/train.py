@@ -99,7 +99,7 @@ class RunState:
     params: dict[str, np.ndarray]
     opt_state: dict[str, dict[str, np.ndarray]]
     carried: dict[str, np.ndarray]  # recurrent state carried into the next window, each (L, B, H)
-    rng: np.random.Generator  # the run's randomness after initialisation
+    rng: np.random.Generator  # the run's randomness after initialisation: dropout masks
     step: int = 0  # updates applied
     epoch: int = 0  # the batch stream's cursor: completed passes ...
     window: int = 0  # ... and the next window in this pass
@@ -244,7 +244,7 @@ class _Run:
                 if first:  # a new pass over the text: forget the last one's context
                     s.carried = model.zero_state(self.mc, tc.batch_size, tc.dtype)
                 lr = self._learning_rate()
-                loss, grads, new_carried = model.loss_and_grads(s.params, self.mc, inputs, targets, s.carried)
+                loss, grads, new_carried = model.loss_and_grads(s.params, self.mc, inputs, targets, s.carried, rng=s.rng)
                 norm = optim.clip_by_global_norm(grads, tc.grad_clip) if grads else math.nan
                 if self._diverging(loss, norm):
                     rollbacks_in_row += 1
@@ -430,7 +430,8 @@ class _Run:
             self.reporter.note(self.first_note)
         inputs, targets = self.stream.peek()
         t0 = time.perf_counter()
-        model.loss_and_grads(s.params, mc, inputs, targets, s.carried)  # a dry step: nothing is updated
+        # A dry step: nothing is updated, and no dropout mask is drawn (the run's rng stays as it is).
+        model.loss_and_grads(s.params, mc, inputs, targets, s.carried)
         step_time = time.perf_counter() - t0
         n_params = sum(p.size for p in s.params.values())
         limit = self.limit

@@ -27,7 +27,7 @@ def make_checkpoint(rng, name="lstm", dtype="float32"):
     return checkpoint.Checkpoint(header=header, params=params, optim_state=opt, state=state)
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm"])
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_round_trip_is_bit_exact(tmp_path, rng, name, dtype):
     ckpt = make_checkpoint(rng, name, dtype)

@@ -176,9 +176,9 @@ def test_persistent_nan_stops_with_a_clear_error(workdir, monkeypatch):
     real = model.loss_and_grads
     calls = []
 
-    def poisoned(*args):
+    def poisoned(*args, **kwargs):
         calls.append(1)  # call 1 is the pre-flight's dry step; call k+1 is step k
-        loss, grads, state = real(*args)
+        loss, grads, state = real(*args, **kwargs)
         return (math.nan if len(calls) >= 12 else loss), grads, state
     monkeypatch.setattr(model, "loss_and_grads", poisoned)
     r = run("train", "tiny.txt", *TINY, "--steps", 30, "--eval-every", 5)

@@ -1,5 +1,5 @@
-"""Every layer's backward against float64 finite differences, and the LSTM's forward against a
-plain step-by-step reference written from the equations."""
+"""Every layer's backward against float64 finite differences, and the LSTM's and GRU's forwards
+against plain step-by-step references written from the equations."""
 
 import numpy as np
 import pytest
@@ -110,6 +110,73 @@ def test_lstm(rng):
         dxw, dh0, dc0, dWhh = layers.lstm_backward(dout, layers.lstm_forward(xw, h0, c0, Whh)[2])
         return {"xw": dxw, "h0": dh0, "c0": dc0, "Whh": dWhh}
     check(forward, grads, {"xw": xw, "h0": h0, "c0": c0, "Whh": Whh}, rng)
+
+
+def gru_reference(xw, h0, Whh, bhn):
+    """The GRU equations (PyTorch's nn.GRU, gates [r z n]) one step at a time, with no fusion or
+    in-place tricks."""
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    xr, xz, xn = np.split(xw, 3, axis=2)
+    Whr, Whz, Whn = np.split(Whh, 3, axis=1)
+    h, hs = h0, []
+    for t in range(xw.shape[0]):
+        r = sigmoid(xr[t] + h @ Whr)
+        z = sigmoid(xz[t] + h @ Whz)
+        n = np.tanh(xn[t] + r * (h @ Whn + bhn))
+        h = (1 - z) * n + z * h
+        hs.append(h)
+    return np.array(hs)
+
+
+def gru_inputs(rng):
+    """xw: (T, B, 3H), h0: (B, H), Whh: (H, 3H), bhn: (H,)."""
+    return (rng.standard_normal((T, B, 3 * H)), rng.standard_normal((B, H)),
+            rng.standard_normal((H, 3 * H)) * 0.5, rng.standard_normal(H))
+
+
+def test_gru_forward_matches_reference(rng):
+    xw, h0, Whh, bhn = gru_inputs(rng)
+    hs, _ = layers.gru_forward(xw, h0, Whh, bhn)
+    np.testing.assert_allclose(hs[1:], gru_reference(xw, h0, Whh, bhn), rtol=1e-12, atol=1e-14)
+    h = h0
+    for t in range(T):  # the single-step function gives the same states
+        h = layers.gru_step(xw[t], h, Whh, bhn)
+        np.testing.assert_allclose(h, hs[t + 1], rtol=1e-12, atol=1e-14)
+
+
+def test_gru(rng):
+    xw, h0, Whh, bhn = gru_inputs(rng)
+
+    def grads(dout):
+        dxw, dh0, dWhh, dbhn = layers.gru_backward(dout, layers.gru_forward(xw, h0, Whh, bhn)[1])
+        return {"xw": dxw, "h0": dh0, "Whh": dWhh, "bhn": dbhn}
+    check(lambda: layers.gru_forward(xw, h0, Whh, bhn)[0][1:], grads,
+          {"xw": xw, "h0": h0, "Whh": Whh, "bhn": bhn}, rng)
+
+
+def test_dropout_mask_keeps_1_minus_p_and_scales():
+    p = 0.3
+    x = np.ones((200, 50, 10), np.float32)
+    out, mask = layers.dropout_forward(x, p, np.random.default_rng(5))
+    assert out.dtype == mask.dtype == np.float32
+    assert set(np.unique(mask)) == {np.float32(0), np.float32(1 / (1 - p))}
+    kept = float(np.mean(mask > 0))
+    assert abs(kept - (1 - p)) < 0.01  # 100,000 units: the standard deviation is 0.0015
+    assert abs(float(out.mean(dtype=np.float64)) - 1) < 0.02  # inverted: the expected value is kept
+    again, _ = layers.dropout_forward(x, p, np.random.default_rng(5))
+    np.testing.assert_array_equal(again, out)  # the Generator is the only source of randomness
+
+
+def test_dropout_with_a_fixed_mask(rng):
+    x = rng.standard_normal((T, B, H))
+    _, mask = layers.dropout_forward(x, 0.5, rng)
+    assert 0 < np.count_nonzero(mask) < mask.size
+    out, cache = layers.dropout_forward(x, 0.5, mask)  # the mask injected: the same output again
+    np.testing.assert_array_equal(out, x * mask)
+
+    def grads(dout):
+        return {"x": layers.dropout_backward(dout, cache)}
+    check(lambda: layers.dropout_forward(x, 0.5, mask)[0], grads, {"x": x}, rng)
 
 
 def test_softmax_cross_entropy(rng):

@@ -1,5 +1,6 @@
-"""The whole model: BPTT gradients, stepping vs the sequence forward, carried state, the fresh
-loss, and the seed's "hello" example learned and recalled."""
+"""The whole model: BPTT gradients (also with dropout), stepping vs the sequence forward, carried
+state, the fresh loss, the seed's "hello" example learned and recalled, and dropout only where and
+when it belongs."""
 
 import math
 
@@ -8,17 +9,25 @@ import pytest
 
 import charnn
 from charnn import gradcheck, model, optim
-from charnn.config import ModelConfig
+from charnn.config import MODELS, ModelConfig
 from charnn.data import Vocab
 
 from conftest import random_params_and_state
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm"])
+@pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("layers", [1, 2])
 def test_whole_model_gradients(name, layers):
     errors = gradcheck.check_model(name, num_layers=layers, hidden_size=5, seq_length=5, batch_size=3, vocab_size=7)
     assert set(errors) == set(model.param_shapes(ModelConfig(name, 7, 5, layers)))
+    assert max(errors.values()) < gradcheck.THRESHOLD, errors
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_whole_model_gradients_with_dropout(name):
+    """Two layers, so both places are checked: between the layers and before the output layer."""
+    errors = gradcheck.check_model(name, num_layers=2, hidden_size=5, seq_length=4, batch_size=3,
+                                   vocab_size=7, dropout=0.5)
     assert max(errors.values()) < gradcheck.THRESHOLD, errors
 
 
@@ -36,7 +45,7 @@ def test_gradcheck_catches_a_wrong_gradient(monkeypatch):
     assert errors["l0.Whh"] > gradcheck.THRESHOLD
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm"])
+@pytest.mark.parametrize("name", MODELS)
 def test_stepping_equals_the_sequence_forward(name, rng):
     config = ModelConfig(name, vocab_size=6, hidden_size=5, num_layers=2)
     params, state = random_params_and_state(config, rng, batch_size=3)
@@ -50,7 +59,7 @@ def test_stepping_equals_the_sequence_forward(name, rng):
         np.testing.assert_allclose(s[k], final[k], rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm"])
+@pytest.mark.parametrize("name", MODELS)
 def test_carried_state_continues_the_sequence(name, rng):
     """Two windows with the state carried give the outputs of one window twice as long."""
     config = ModelConfig(name, vocab_size=6, hidden_size=5, num_layers=2)
@@ -72,7 +81,7 @@ def test_forward_does_not_modify_the_given_state(rng):
         np.testing.assert_array_equal(state[k], before[k])
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm"])
+@pytest.mark.parametrize("name", MODELS)
 def test_fresh_model_loss_is_about_ln_v(name, rng):
     V = 65
     config = ModelConfig(name, vocab_size=V, hidden_size=64, num_layers=2)
@@ -88,10 +97,48 @@ def test_init_is_float32_with_forget_bias_one(rng):
     assert all(p.dtype == np.float32 for p in params.values())
     for l in range(2):
         np.testing.assert_array_equal(params[f"l{l}.bh"], [0] * 4 + [1] * 4 + [0] * 8)  # gates i f o g
+    np.testing.assert_array_equal(params["by"], 0)  # V > H: the forget block is not in the output bias
     assert {n: p.shape for n, p in params.items()} == model.param_shapes(config)
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm"])
+def test_gru_parameters_and_init(rng):
+    config = ModelConfig("gru", vocab_size=10, hidden_size=4, num_layers=2)
+    params = model.init_params(config, rng)
+    assert {n: p.shape for n, p in params.items()} == {
+        "l0.Wxh": (10, 12), "l0.Whh": (4, 12), "l0.bh": (12,), "l0.bhn": (4,),
+        "l1.Wxh": (4, 12), "l1.Whh": (4, 12), "l1.bh": (12,), "l1.bhn": (4,), "Why": (4, 10), "by": (10,)}
+    for name in ("l0.bh", "l0.bhn", "l1.bh", "l1.bhn", "by"):
+        np.testing.assert_array_equal(params[name], 0)
+    assert model.state_names(config) == ("h",)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_dropout_only_in_training(name, rng):
+    """No Generator (evaluation, sampling): the model with dropout is exactly the model without it.
+    With one (training): the outputs change, but the recurrence and layer 0's input are never
+    dropped, so layer 0's final state is unchanged, and layer 1's (its input was dropped) is not."""
+    plain = ModelConfig(name, vocab_size=6, hidden_size=5, num_layers=2)
+    dropped = ModelConfig(name, vocab_size=6, hidden_size=5, num_layers=2, dropout=0.5)
+    params, state = random_params_and_state(plain, rng, batch_size=3)
+    inputs, targets = rng.integers(0, 6, size=(5, 3)), rng.integers(0, 6, size=(5, 3))
+    ref_logits, ref_loss, ref_state, _ = model.forward(params, plain, inputs, state, targets)
+    logits, loss, _, _ = model.forward(params, dropped, inputs, state, targets)
+    np.testing.assert_array_equal(logits, ref_logits)
+    assert loss == ref_loss
+    logits, _, _, _ = model.forward(params, plain, inputs, state, targets, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(logits, ref_logits)  # dropout 0 with a Generator: nothing dropped
+
+    training = np.random.default_rng(0)
+    logits, _, final, _ = model.forward(params, dropped, inputs, state, targets, rng=training)
+    assert not np.allclose(logits, ref_logits)
+    for k in final:
+        np.testing.assert_array_equal(final[k][0], ref_state[k][0])
+        assert not np.allclose(final[k][1], ref_state[k][1])
+    again = model.forward(params, dropped, inputs, state, targets, rng=np.random.default_rng(0))[0]
+    np.testing.assert_array_equal(again, logits)  # the Generator is the only source of randomness
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_hello_is_learned_and_recalled(name):
     """The seed's example: vocabulary h, e, l, o; "hello" is four training examples. After
     training, the model continues "h" with "ello", which needs memory: after the first "l" comes

@@ -1,5 +1,6 @@
 """Exact resume (bit for bit), resume rules, time budgets, patience, snapshots, metrics."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -41,6 +42,19 @@ def test_half_then_resumed_equals_whole(tiny_corpus, tmp_path, name):
     a, b = checkpoint.load(whole.latest).header, checkpoint.load(resumed.latest).header
     for key in ("step", "data", "rng", "recent_losses", "lr_scale", "best_val_loss", "best_step"):
         assert a[key] == b[key], key
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_resume_with_dropout_continues_the_masks_exactly(tiny_corpus, tmp_path, name):
+    """The run's random generator is saved, so the masks after a resume are those of an unbroken run."""
+    mc, whole_tc = tiny_configs(name, steps=20, eval_every=10)
+    mc = dataclasses.replace(mc, dropout=0.3)
+    whole = train.train(tiny_corpus, mc, whole_tc, tmp_path, run_name="whole")
+    half = train.train(tiny_corpus, mc, tiny_configs(name, steps=10, eval_every=10)[1], tmp_path, run_name="half")
+    resumed = train.resume(half.latest, {"steps": 20})
+    assert_same_arrays(whole.latest, resumed.latest)
+    other = train.train(tiny_corpus, dataclasses.replace(mc, dropout=0.0), whole_tc, tmp_path, run_name="plain")
+    assert arrays(other.latest)["param/Why"].tobytes() != arrays(whole.latest)["param/Why"].tobytes()
 
 
 def test_ctrl_c_then_resume_equals_uninterrupted_with_a_schedule(tiny_corpus, tmp_path):

@@ -31,7 +31,7 @@ class Recorder(train.Reporter):
         self.notes.append(line)
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm"])
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
 def test_a_small_model_learns_a_small_text(tiny_corpus, tmp_path, name):
     mc, tc = tiny_configs(name, steps=100, eval_every=25)
     rec = Recorder()
@@ -95,8 +95,8 @@ def poison_after(monkeypatch, step, count):
     real = model.loss_and_grads
     left = {"n": 0}
 
-    def poisoned(*args):
-        loss, grads, state = real(*args)
+    def poisoned(*args, **kwargs):
+        loss, grads, state = real(*args, **kwargs)
         if left["n"] > 0:
             left["n"] -= 1
             return math.nan, grads, state
@@ -135,7 +135,7 @@ def test_persistent_nan_stops_and_keeps_the_last_good_state(tiny_corpus, tmp_pat
 
 
 def test_nan_at_the_first_step_leaves_no_run_behind(tiny_corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(model, "loss_and_grads", lambda *a: (math.inf, {}, None))
+    monkeypatch.setattr(model, "loss_and_grads", lambda *a, **k: (math.inf, {}, None))
     mc, tc = tiny_configs(steps=30)
     result = train.train(tiny_corpus, mc, tc, tmp_path / "ck")
     assert result.status == "diverged" and "nothing was saved" in result.message
@@ -168,8 +168,8 @@ def test_state_is_reset_at_each_pass(tiny_corpus, tmp_path, monkeypatch):
     seen = []
     real = model.loss_and_grads
 
-    def spy(params, config, inputs, targets, state):
-        out = real(params, config, inputs, targets, state)
+    def spy(params, config, inputs, targets, state, rng=None):
+        out = real(params, config, inputs, targets, state, rng=rng)
         seen.append((state["h"].copy(), out[2]["h"].copy()))
         return out
     monkeypatch.setattr(model, "loss_and_grads", spy)
