@@ -180,7 +180,7 @@ def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None
         raise CharnnError(f"this run already reached its limit ({state.step} steps, "
                           f"{schedule.format_duration(state.elapsed)}); give a larger --steps (the run's total), "
                           "--epochs or --time-budget to continue it")
-    run_dir = os.path.dirname(os.path.abspath(checkpoint_path))
+    run_dir = os.path.dirname(checkpoint_path) or "."
     latest = os.path.join(run_dir, LATEST)
     if os.path.abspath(checkpoint_path) != latest and os.path.exists(latest) and \
             checkpoint.load(latest).header["step"] > state.step:
@@ -429,10 +429,14 @@ class _Run:
         if self.first_note:
             self.reporter.note(self.first_note)
         inputs, targets = self.stream.peek()
-        t0 = time.perf_counter()
-        # A dry step: nothing is updated, and no dropout mask is drawn (the run's rng stays as it is).
-        model.loss_and_grads(s.params, mc, inputs, targets, s.carried)
-        step_time = time.perf_counter() - t0
+        times = []
+        for _ in range(2):  # the first pass also pays for warming up (allocation, BLAS threads)
+            t0 = time.perf_counter()
+            # A dry step: nothing is updated, and no dropout mask is drawn (the run's rng stays as it is).
+            model.loss_and_grads(s.params, mc, inputs, targets, s.carried)
+            times.append(time.perf_counter() - t0)
+        step_time = min(times)
+        self.step_time = step_time  # the first estimate, for the progress bar's total
         n_params = sum(p.size for p in s.params.values())
         limit = self.limit
         per_epoch = self.stream.windows_per_epoch

@@ -177,9 +177,9 @@ def test_persistent_nan_stops_with_a_clear_error(workdir, monkeypatch):
     calls = []
 
     def poisoned(*args, **kwargs):
-        calls.append(1)  # call 1 is the pre-flight's dry step; call k+1 is step k
+        calls.append(1)  # calls 1 and 2 are the pre-flight's dry steps; call k+2 is step k
         loss, grads, state = real(*args, **kwargs)
-        return (math.nan if len(calls) >= 12 else loss), grads, state
+        return (math.nan if len(calls) >= 13 else loss), grads, state
     monkeypatch.setattr(model, "loss_and_grads", poisoned)
     r = run("train", "tiny.txt", *TINY, "--steps", 30, "--eval-every", 5)
     assert_clean_error(r, "stayed NaN, infinite or far above its recent level through 5 rollbacks",
