@@ -6,6 +6,7 @@ user's input, files or settings) becomes one `Error: ...` line and exit status 1
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -15,7 +16,7 @@ import numpy as np
 from click.core import ParameterSource
 from tqdm import tqdm
 
-from charnn import __version__, checkpoint, data, describe, evaluate, gradcheck as gradcheck_mod
+from charnn import __version__, bench as bench_mod, checkpoint, data, describe, evaluate, gradcheck as gradcheck_mod
 from charnn import sample as sample_mod, schedule, train as train_mod
 from charnn.config import DTYPES, MODELS, OPTIMIZERS, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
@@ -320,6 +321,46 @@ def gradcheck(model, num_layers, hidden_size, seq_length, batch_size, vocab_size
                f"({time.perf_counter() - t0:.1f} s)")
     if worst > gradcheck_mod.THRESHOLD:
         sys.exit(1)
+
+
+@cli.command()
+@click.option("--model", type=click.Choice(MODELS), default=None,
+              help="Time one configuration of your own instead of the reference set  [default: the reference set]")
+@click.option("--num-layers", type=int, default=2, help="L, with --model.")
+@click.option("--hidden-size", type=int, default=512, help="H, with --model.")
+@click.option("--batch-size", type=int, default=64, help="B, with --model.")
+@click.option("--seq-length", type=int, default=bench_mod.SEQ, help="T, with --model.")
+@click.option("--steps", type=int, default=20, help="Timed training steps per configuration (the median is kept).")
+@click.option("--warmup", type=int, default=3, help="Untimed steps first.")
+@click.option("--sample/--no-sample", default=True, help="Also time sampling (2,000 characters, LSTM 2 x 512).")
+@click.option("--encode-mb", type=int, default=100, help="Also time reading and encoding a text this large; 0: skip.")
+@click.option("--torch-python", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="A Python with PyTorch to compare with  [default: this Python if it can import torch, else skipped]")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Also write the measurements as JSON here.")
+def bench(model, num_layers, hidden_size, batch_size, seq_length, steps, warmup, sample, encode_mb, torch_python,
+          json_path):
+    """Measure training and sampling speed, memory and encoding time; print markdown tables.
+
+    Each measurement runs in its own process. Beside charnn's figures: the machine's float32
+    matrix-multiply rate (the ceiling) and, if PyTorch can be imported, the same models in PyTorch.
+    Do not run it while the machine is busy with something else.
+    """
+    for name, value in (("--num-layers", num_layers), ("--hidden-size", hidden_size), ("--batch-size", batch_size),
+                        ("--seq-length", seq_length), ("--steps", steps)):
+        if value < 1:
+            _fail(CharnnError(f"{name} must be a positive whole number, got {value}"))
+    configs = ([bench_mod.Config(model, num_layers, hidden_size, batch_size, seq_length)] if model
+               else [bench_mod.Config(*c) for c in bench_mod.REFERENCE])
+    results = bench_mod.run(configs, steps=steps, warmup=max(0, warmup), torch_python=torch_python,
+                            sample_cfg=bench_mod.SAMPLE_CONFIG if sample else None, encode_bytes=max(0, encode_mb) * 2**20,
+                            progress=lambda line: click.echo(line, err=True))
+    if results["torch"] is None:
+        click.echo("PyTorch is not installed here: its columns are skipped (see --torch-python)", err=True)
+    click.echo(bench_mod.markdown(results))
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
 
 
 def main():

@@ -11,7 +11,7 @@ Parameters live in one dict of named arrays; gradients and optimizer state use t
     l{l}.bhn  (H,)         GRU only: the recurrent bias of the candidate, inside r * (h W_hn + b_hn)
     Why       (H, V)       output weights
     by        (V,)         output bias
-with G = 1 for the RNN, 4 for the LSTM (gates i, f, o, g side by side) and 3 for the GRU (r, z, n).
+with G = 1 for the RNN, 4 for the LSTM (gates o, i, f, g side by side) and 3 for the GRU (r, z, n).
 
 The recurrent state is a dict: "h" (L, B, H) for every model and "c" (L, B, H) for the LSTM. A
 batch starts from the state it is given and returns its final state; no gradient flows into the
@@ -80,7 +80,7 @@ def init_params(config: ModelConfig, rng: np.random.Generator, dtype="float32") 
         if name == "by" or name.endswith((".bh", ".bhn")):
             p = np.zeros(shape, dtype)
             if config.model == "lstm" and name.endswith(".bh"):
-                p[H:2 * H] = 1.0  # forget gate block
+                p[2 * H:3 * H] = 1.0  # the forget gate's block of [o i f g]
         elif name == "l0.Wxh":
             p = rng.standard_normal(size=shape).astype(dtype)
         else:

@@ -41,7 +41,10 @@ def init_state(optimizer: str, params: dict[str, np.ndarray]) -> dict[str, dict[
 
 
 def update(optimizer: str, params, grads, state, learning_rate: float, t: int) -> None:
-    """One update of every parameter, in place. t: this update's number, counted from 1."""
+    """One update of every parameter, in place. t: this update's number, counted from 1.
+
+    The gradient arrays are used up: Adam works in them as scratch space, so a step allocates
+    nothing (pass copies if you need the gradients afterwards)."""
     if optimizer == "adam":
         b1, b2 = ADAM_BETAS
         # Bias correction folded into the step size (Kingma & Ba 2015, end of section 2).
@@ -50,16 +53,25 @@ def update(optimizer: str, params, grads, state, learning_rate: float, t: int) -
     for name, p in params.items():
         g = grads[name]
         if optimizer == "sgd":
-            p -= learning_rate * g
+            g *= learning_rate
+            p -= g
             continue
         v = state["v"][name]
         if optimizer == "adam":
             m = state["m"][name]
+            # m <- b1 m + (1 - b1) g, written as g + b1 (m - g) to need no temporary; likewise v.
+            m -= g
             m *= b1
-            m += (1 - b1) * g
+            m += g
+            g *= g
+            v -= g
             v *= b2
-            v += (1 - b2) * g * g
-            p -= lr_t * m / (np.sqrt(v) + eps_t)
+            v += g
+            np.sqrt(v, out=g)  # g is free now: the step is lr_t m / (sqrt(v) + eps_t)
+            g += eps_t
+            np.divide(m, g, out=g)
+            g *= lr_t
+            p -= g
         elif optimizer == "rmsprop":
             v *= RMSPROP_DECAY
             v += (1 - RMSPROP_DECAY) * g * g

@@ -77,7 +77,7 @@ def lstm_reference(xw, h0, c0, Whh):
     h, c, hs, cs = h0, c0, [], []
     for t in range(xw.shape[0]):
         a = xw[t] + h @ Whh
-        i, f, o, g = np.split(a, 4, axis=1)
+        o, i, f, g = np.split(a, 4, axis=1)
         c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
         h = sigmoid(o) * np.tanh(c)
         hs.append(h)

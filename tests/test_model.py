@@ -96,7 +96,7 @@ def test_init_is_float32_with_forget_bias_one(rng):
     params = model.init_params(config, rng)
     assert all(p.dtype == np.float32 for p in params.values())
     for l in range(2):
-        np.testing.assert_array_equal(params[f"l{l}.bh"], [0] * 4 + [1] * 4 + [0] * 8)  # gates i f o g
+        np.testing.assert_array_equal(params[f"l{l}.bh"], [0] * 8 + [1] * 4 + [0] * 4)  # gates o i f g
     np.testing.assert_array_equal(params["by"], 0)  # V > H: the forget block is not in the output bias
     assert {n: p.shape for n, p in params.items()} == model.param_shapes(config)
 

@@ -68,3 +68,16 @@ def test_bad_options_and_seeds(rng):
 def test_default_seed(rng):
     assert sample.default_seed(Vocab("\nab"), rng) == "\n"
     assert sample.default_seed(Vocab("ab"), rng) in "ab"
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
+def test_the_fast_stepper_equals_model_step(name, rng):
+    from conftest import random_params_and_state
+    config = ModelConfig(name, vocab_size=6, hidden_size=5, num_layers=3)
+    params, state = random_params_and_state(config, rng, batch_size=1)
+    stepper = sample.Stepper(params, config, {k: v.copy() for k, v in state.items()})
+    for char_id in rng.integers(0, 6, size=12):
+        expected, state = model.step(params, config, np.array([char_id]), state)
+        np.testing.assert_allclose(stepper.step(int(char_id)), expected[0], rtol=1e-10, atol=1e-12)
+    for k in state:
+        np.testing.assert_allclose(stepper.state[k], state[k], rtol=1e-10, atol=1e-12)
