@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORPUS := data/tinyshakespeare.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test train sample gradcheck clean
+.PHONY: help install test train sample gradcheck bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -30,6 +30,9 @@ gradcheck: $(STAMP) ## check RNN, LSTM and GRU gradients against finite differen
 	$(BIN)/charnn gradcheck --model rnn
 	$(BIN)/charnn gradcheck --model lstm
 	$(BIN)/charnn gradcheck --model gru
+
+bench: $(STAMP) ## time training, sampling and encoding (add TORCH_PYTHON=path/to/python to compare with PyTorch)
+	$(BIN)/charnn bench --json checkpoints/bench.json $(if $(TORCH_PYTHON),--torch-python $(TORCH_PYTHON))
 
 clean: ## remove the virtual environment and caches (keeps checkpoints)
 	rm -rf $(VENV) .pytest_cache *.egg-info

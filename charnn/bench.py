@@ -155,7 +155,10 @@ def find_torch_python(given: str | None) -> str | None:
 
 
 def _run(cmd: list[str]) -> dict:
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as e:  # e.g. a --torch-python that does not exist
+        raise RuntimeError(f"{cmd[0]}: {e.strerror}") from None
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,6 +1,7 @@
 """The command line through click's CliRunner (stdout and stderr apart), and as a real process
 for `python -m charnn` and Ctrl-C."""
 
+import importlib.util
 import json
 import math
 import os
@@ -230,6 +231,23 @@ def test_resume_info_and_eval_commands(trained, workdir):
 def test_bad_time_budget(workdir):
     r = run("train", "tiny.txt", "--time-budget", "10 parsecs")
     assert r.exit_code == 2 and "Invalid value for '--time-budget'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bench_runs_on_a_tiny_configuration(workdir):
+    """Not a timing test: the benchmark runs end to end and reports what it measured."""
+    r = run("bench", "--model", "lstm", "--num-layers", 1, "--hidden-size", 8, "--batch-size", 2,
+            "--seq-length", 4, "--steps", 2, "--warmup", 1, "--no-sample", "--encode-mb", 1,
+            "--torch-python", sys.executable if importlib.util.find_spec("torch") else "/nonexistent/python",
+            "--json", "bench.json")
+    assert r.exit_code == 0, r.stderr
+    results = json.loads((workdir / "bench.json").read_text())
+    row = results["train"][0]
+    assert row["name"] == "LSTM 1 x 8, B 2, T 4" and row["charnn"]["seconds"] > 0 and row["charnn"]["peak_rss"] > 0
+    assert row["flops"] == 3 * 2 * 8 * 8 * 32 + 3 * 2 * 8 * 8 * 65  # recurrent and output products, B*T = 8 rows
+    assert [e["mixed"] for e in results["encode"]] == [False, True] and results["encode"][1]["vocab"] > 256
+    assert "| LSTM 1 x 8, B 2, T 4 |" in r.stdout and "| mixed scripts |" in r.stdout
+    if results["torch"] is None:
+        assert "skipped" in r.stderr
 
 
 # ------------------------------------------------------------------------------------------------
