@@ -77,7 +77,7 @@ def _current_rss() -> int:
 
 
 def time_training(c: Config, steps: int, warmup: int) -> dict:
-    mc = ModelConfig(model=c.model, vocab_size=c.vocab, hidden_size=c.hidden, num_layers=c.layers)
+    mc = ModelConfig(model=c.model, vocab_size=c.vocab, hidden_size=c.hidden, num_layers=c.layers, dropout=0.0)
     rng = np.random.default_rng(0)
     params = model.init_params(mc, rng)
     opt_state = optim.init_state("adam", params)

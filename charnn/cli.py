@@ -22,7 +22,7 @@ from charnn.config import DTYPES, MODELS, OPTIMIZERS, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 
 EXIT_INTERRUPTED = 130  # the shell's convention for a process stopped by Ctrl-C (128 + SIGINT)
-DEFAULT_STEPS = 2000
+DEFAULT_STEPS = 2800
 
 _defaults = TrainConfig()
 _model_defaults = ModelConfig()

@@ -35,9 +35,9 @@ class ModelConfig:
 
     model: str = "lstm"  # "rnn" (tanh recurrence), "lstm" or "gru"
     vocab_size: int = 65  # V: characters in the vocabulary (input and output width)
-    hidden_size: int = 256  # H: units in each recurrent layer
+    hidden_size: int = 384  # H: units in each recurrent layer
     num_layers: int = 2  # L: stacked recurrent layers; layer l reads layer l-1's hidden state
-    dropout: float = 0.0  # p: drop probability between layers and before the output, in training only
+    dropout: float = 0.2  # p: drop probability between layers and before the output, in training only
 
     def validate(self) -> "ModelConfig":
         _choice("--model", self.model, MODELS)
@@ -62,17 +62,17 @@ class TrainConfig:
     """How the model is trained. T = seq_length, B = batch_size."""
 
     seq_length: int = 64  # T: characters per window; backprop runs through all T steps
-    batch_size: int = 64  # B: parallel contiguous streams over the training text
+    batch_size: int = 32  # B: parallel contiguous streams over the training text
     steps: int | None = None  # stop after this many updates in all (None: another limit ends the run)
     epochs: float | None = None  # stop after this many passes over the training split
-    learning_rate: float = 4e-3
+    learning_rate: float = 3e-3
     optimizer: str = "adam"
     grad_clip: float = 5.0  # maximum global gradient norm; 0 turns clipping off
     val_frac: float = 0.1  # the last val_frac of the text is the validation split
-    eval_every: int = 200  # steps between validation passes (and checkpoints)
+    eval_every: int = 400  # steps between validation passes (and checkpoints)
     random_seed: int = 0
     dtype: str = "float32"
-    lr_schedule: str = "constant"  # how the rate changes over the run (schedule.py)
+    lr_schedule: str = "cosine"  # how the rate changes over the run (schedule.py)
     warmup_steps: int = 0  # steps of linear warm-up before the schedule
     time_budget: float | None = None  # seconds of training (the run's total, across resumes)
     patience: int | None = None  # stop after this many evaluations without a better val loss
@@ -118,10 +118,16 @@ class TrainConfig:
         return _from_dict(cls, d, "training config").validate()
 
 
+# What a field added to charnn later means when a checkpoint written before it lacks it: the
+# behaviour of the charnn that wrote it (not today's default, which may be a tuned recipe).
+ABSENT = {"dropout": 0.0, "lr_schedule": "constant", "warmup_steps": 0, "time_budget": None, "patience": None,
+          "sample_every": None, "keep_every": None}
+
+
 def _from_dict(cls, d: dict, what: str):
     """Rebuild a config from a checkpoint header: unknown fields are refused, and fields added to
-    charnn after the checkpoint was written take their defaults."""
+    charnn after the checkpoint was written take the value that means what the old charnn did."""
     names = {f.name for f in dataclasses.fields(cls)}
     if not isinstance(d, dict) or not set(d) <= names:
         raise CharnnError(f"the checkpoint's {what} has fields this version of charnn does not know")
-    return cls(**d)
+    return cls(**{**{k: v for k, v in ABSENT.items() if k in names}, **d})

@@ -23,3 +23,15 @@ def test_a_header_without_dropout_loads_as_no_dropout():
     old = {"model": "lstm", "vocab_size": 65, "hidden_size": 256, "num_layers": 2}
     assert ModelConfig.from_dict(old).dropout == 0.0
     assert ModelConfig.from_dict(ModelConfig("gru", dropout=0.5).to_dict()) == ModelConfig("gru", dropout=0.5)
+
+
+def test_fields_a_checkpoint_predates_mean_what_the_old_charnn_did():
+    """A header written before dropout and schedules existed trained with neither, whatever the
+    tuned defaults are now."""
+    from charnn.config import TrainConfig
+    old_model = {"model": "lstm", "vocab_size": 65, "hidden_size": 256, "num_layers": 2}
+    assert ModelConfig().dropout > 0 and ModelConfig.from_dict(old_model).dropout == 0.0
+    old_train = {k: v for k, v in TrainConfig(steps=10).to_dict().items()
+                 if k not in ("lr_schedule", "warmup_steps", "time_budget", "patience", "sample_every", "keep_every")}
+    tc = TrainConfig.from_dict(old_train)
+    assert TrainConfig().lr_schedule == "cosine" and tc.lr_schedule == "constant" and tc.warmup_steps == 0

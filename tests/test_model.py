@@ -117,7 +117,7 @@ def test_dropout_only_in_training(name, rng):
     """No Generator (evaluation, sampling): the model with dropout is exactly the model without it.
     With one (training): the outputs change, but the recurrence and layer 0's input are never
     dropped, so layer 0's final state is unchanged, and layer 1's (its input was dropped) is not."""
-    plain = ModelConfig(name, vocab_size=6, hidden_size=5, num_layers=2)
+    plain = ModelConfig(name, vocab_size=6, hidden_size=5, num_layers=2, dropout=0.0)
     dropped = ModelConfig(name, vocab_size=6, hidden_size=5, num_layers=2, dropout=0.5)
     params, state = random_params_and_state(plain, rng, batch_size=3)
     inputs, targets = rng.integers(0, 6, size=(5, 3)), rng.integers(0, 6, size=(5, 3))
