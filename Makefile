@@ -32,7 +32,7 @@ gradcheck: $(STAMP) ## check RNN, LSTM and GRU gradients against finite differen
 	$(BIN)/charnn gradcheck --model gru
 
 bench: $(STAMP) ## time training, sampling and encoding (add TORCH_PYTHON=path/to/python to compare with PyTorch)
-	$(BIN)/charnn bench --json checkpoints/bench.json $(if $(TORCH_PYTHON),--torch-python $(TORCH_PYTHON))
+	$(BIN)/charnn bench --rounds 3 --json checkpoints/bench.json $(if $(TORCH_PYTHON),--torch-python $(TORCH_PYTHON))
 
 clean: ## remove the virtual environment and caches (keeps checkpoints)
 	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -190,13 +190,22 @@ def write_text(path: str, mixed: bool, size: int, rng: np.random.Generator) -> N
             written += len(chunk.encode("utf-8"))
 
 
+def _summary(runs: list[dict]) -> dict:
+    """Several timings of one configuration: the median time and the largest peak memory."""
+    return {"seconds": statistics.median(r["seconds"] for r in runs), "peak_rss": max(r["peak_rss"] for r in runs),
+            "rounds": [r["seconds"] for r in runs]}
+
+
 def run(configs: list[Config], steps=20, warmup=3, torch_python=None, sample_cfg=SAMPLE_CONFIG,
-        encode_bytes=ENCODE_BYTES, progress=lambda line: None) -> dict:
-    """Every measurement; a JSON-able dict. progress(line) is told what is being measured."""
+        encode_bytes=ENCODE_BYTES, rounds=1, progress=lambda line: None) -> dict:
+    """Every measurement; a JSON-able dict. progress(line) is told what is being measured.
+
+    With rounds > 1 each training configuration is timed that many times, charnn and PyTorch taking
+    turns, and the median is kept: on a shared machine a slow spell then falls on both sides."""
     threads = os.cpu_count() or 1
     torch_python = find_torch_python(torch_python)
     results = {"machine": {"cpus": threads, "numpy": np.__version__}, "torch": None, "train": [], "sample": None,
-               "encode": []}
+               "encode": [], "rounds": rounds}
     if torch_python:
         try:
             results["torch"] = _torch(torch_python, "sample", "lstm", 1, 8, VOCAB, 2, threads)["version"]
@@ -214,10 +223,15 @@ def run(configs: list[Config], steps=20, warmup=3, torch_python=None, sample_cfg
     for c in configs:
         progress(f"training {c.name}")
         row = {"config": dataclasses.asdict(c), "name": c.name, "flops": matrix_flops(c)}
-        row["charnn"] = _charnn("train", c.model, c.layers, c.hidden, c.batch, c.seq, c.vocab, steps, warmup)
+        ours, theirs = [], []
+        for _ in range(rounds):
+            ours.append(_charnn("train", c.model, c.layers, c.hidden, c.batch, c.seq, c.vocab, steps, warmup))
+            if torch_python:
+                theirs.append(_torch(torch_python, "train", c.model, c.layers, c.hidden, c.batch, c.seq, c.vocab,
+                                     steps, warmup, threads))
+        row["charnn"] = _summary(ours)
         if torch_python:
-            row["torch"] = _torch(torch_python, "train", c.model, c.layers, c.hidden, c.batch, c.seq, c.vocab,
-                                  steps, warmup, threads)
+            row["torch"] = _summary(theirs)
         results["train"].append(row)
     if sample_cfg:
         progress(f"sampling {SAMPLE_LENGTH} characters, {sample_cfg[0].upper()} {sample_cfg[1]} x {sample_cfg[2]}")
@@ -240,7 +254,7 @@ def markdown(results: dict) -> str:
     torch_v = results["torch"]
     ceiling = results["ceiling"]
     lines = [f"Training step (forward, BPTT, clip, Adam), V {VOCAB}, float32, {results['machine']['cpus']} threads; "
-             f"median of the timed steps. Ceiling: numpy float32 matmul {ceiling['large']:.0f} GFLOP/s at "
+             f"median of the timed steps (and of {results['rounds']} rounds, charnn and PyTorch taking turns). Ceiling: numpy float32 matmul {ceiling['large']:.0f} GFLOP/s at "
              f"{' x '.join(map(str, ceiling['shape_large']))} ({ceiling['step']:.0f} GFLOP/s at "
              f"{' x '.join(map(str, ceiling['shape_step']))})."
              + ("" if torch_v else " PyTorch: not installed, skipped (give --torch-python)."), ""]

@@ -332,13 +332,15 @@ def gradcheck(model, num_layers, hidden_size, seq_length, batch_size, vocab_size
 @click.option("--seq-length", type=int, default=bench_mod.SEQ, help="T, with --model.")
 @click.option("--steps", type=int, default=20, help="Timed training steps per configuration (the median is kept).")
 @click.option("--warmup", type=int, default=3, help="Untimed steps first.")
+@click.option("--rounds", type=int, default=1, help="Time each configuration this many times, charnn and PyTorch "
+              "taking turns, and keep the median (steadier on a busy machine).")
 @click.option("--sample/--no-sample", default=True, help="Also time sampling (2,000 characters, LSTM 2 x 512).")
 @click.option("--encode-mb", type=int, default=100, help="Also time reading and encoding a text this large; 0: skip.")
 @click.option("--torch-python", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="A Python with PyTorch to compare with  [default: this Python if it can import torch, else skipped]")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Also write the measurements as JSON here.")
-def bench(model, num_layers, hidden_size, batch_size, seq_length, steps, warmup, sample, encode_mb, torch_python,
+def bench(model, num_layers, hidden_size, batch_size, seq_length, steps, warmup, rounds, sample, encode_mb, torch_python,
           json_path):
     """Measure training and sampling speed, memory and encoding time; print markdown tables.
 
@@ -347,13 +349,14 @@ def bench(model, num_layers, hidden_size, batch_size, seq_length, steps, warmup,
     Do not run it while the machine is busy with something else.
     """
     for name, value in (("--num-layers", num_layers), ("--hidden-size", hidden_size), ("--batch-size", batch_size),
-                        ("--seq-length", seq_length), ("--steps", steps)):
+                        ("--seq-length", seq_length), ("--steps", steps), ("--rounds", rounds)):
         if value < 1:
             _fail(CharnnError(f"{name} must be a positive whole number, got {value}"))
     configs = ([bench_mod.Config(model, num_layers, hidden_size, batch_size, seq_length)] if model
                else [bench_mod.Config(*c) for c in bench_mod.REFERENCE])
     results = bench_mod.run(configs, steps=steps, warmup=max(0, warmup), torch_python=torch_python,
                             sample_cfg=bench_mod.SAMPLE_CONFIG if sample else None, encode_bytes=max(0, encode_mb) * 2**20,
+                            rounds=rounds,
                             progress=lambda line: click.echo(line, err=True))
     if results["torch"] is None:
         click.echo("PyTorch is not installed here: its columns are skipped (see --torch-python)", err=True)
