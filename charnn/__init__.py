@@ -1,4 +1,4 @@
-"""charnn: character-level RNN and LSTM language models, trained by full BPTT on numpy.
+"""charnn: character-level RNN, LSTM and GRU language models, trained by full BPTT on numpy.
 
 The Python API mirrors the step interface of Karpathy's "The unreasonable effectiveness of RNNs"
 (`y = rnn.step(x)`, the state kept inside):

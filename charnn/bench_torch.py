@@ -6,7 +6,7 @@ nothing from charnn, and charnn never imports it. Prints one JSON object.
     python bench_torch.py train MODEL LAYERS HIDDEN BATCH SEQ VOCAB STEPS WARMUP THREADS
     python bench_torch.py sample MODEL LAYERS HIDDEN VOCAB LENGTH THREADS
 
-Training step: one-hot input -> nn.LSTM / nn.RNN (tanh) -> nn.Linear, mean cross-entropy, Adam,
+Training step: one-hot input -> nn.LSTM / nn.GRU / nn.RNN (tanh) -> nn.Linear, mean cross-entropy, Adam,
 clip_grad_norm_(5), the hidden state carried (detached) from one step to the next.
 """
 
@@ -22,7 +22,7 @@ import torch.nn as nn
 
 
 def build(model, layers, hidden, vocab):
-    cls = nn.LSTM if model == "lstm" else nn.RNN
+    cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[model]
     return cls(vocab, hidden, layers), nn.Linear(hidden, vocab)
 
 

@@ -31,6 +31,9 @@ from charnn.errors import CharnnError
 
 FORMAT = "charnn-checkpoint"
 VERSION = 1
+# Header entries every charnn checkpoint has (a run's training writes them all).
+REQUIRED = ("model", "train", "vocab", "corpus", "step", "data", "rng", "elapsed_seconds", "val_loss",
+            "best_val_loss", "best_step", "lr_scale", "rollbacks", "recent_losses", "history")
 
 
 @dataclass
@@ -62,6 +65,7 @@ def save(path: str, ckpt: Checkpoint) -> None:
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=".", suffix=".npz.tmp", dir=folder)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes the file owner-only; a checkpoint is a normal file
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
@@ -75,6 +79,12 @@ def save(path: str, ckpt: Checkpoint) -> None:
             os.unlink(tmp)
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: put it straight back
+    os.umask(mask)
+    return mask
+
+
 def load(path: str) -> Checkpoint:
     """Read and validate a checkpoint. Raises CharnnError (one line) for a missing file, a file that
     is not a charnn checkpoint, a truncated or damaged one, another format version, pickled
@@ -84,9 +94,13 @@ def load(path: str) -> Checkpoint:
     if not os.path.exists(path):
         raise CharnnError(f"{path}: no such checkpoint file")
     damaged = f"{path} is truncated or damaged; use another checkpoint, such as the run's latest.npz or best.npz"
-    with open(path, "rb") as f:
-        if f.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
-            raise CharnnError(f"{path} is not a charnn checkpoint (not an .npz archive)")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise CharnnError(f"cannot read {path}: {e.strerror or e}") from None
+    if magic != b"PK\x03\x04":  # every .npz is a zip archive
+        raise CharnnError(f"{path} is not a charnn checkpoint (not an .npz archive)")
     if not zipfile.is_zipfile(path):
         raise CharnnError(damaged)
     try:
@@ -130,6 +144,9 @@ def _read_header(path, array) -> dict:
             f"{path} is a charnn checkpoint of format version {header.get('version')!r}, and this charnn reads "
             f"version {VERSION}; use the charnn version that wrote it, or train a new model"
         )
+    missing = [k for k in REQUIRED if k not in header]
+    if missing:
+        raise CharnnError(f"{path} has an incomplete header (no {', '.join(missing)}); it was not written by charnn")
     return header
 
 

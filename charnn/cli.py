@@ -71,7 +71,7 @@ def _duration(ctx, param, value):
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="charnn")
 def cli():
-    """charnn: train character-level RNN and LSTM language models on a CPU, and sample from them.
+    """charnn: train character-level RNN, LSTM and GRU language models on a CPU, and sample from them.
 
     \b
     charnn train data/tinyshakespeare.txt      train an LSTM, checkpoints in checkpoints/
@@ -83,37 +83,40 @@ def cli():
     """
 
 
-# Options of a run that a resumed run may change (train.RESUMABLE), shared by `train` and `resume`.
-_run_options = [
-    click.option("--steps", type=int, default=None,
-                 help=f"Stop at this many updates in all  [default: {DEFAULT_STEPS} unless --epochs or --time-budget "
-                      "is given]"),
-    click.option("--epochs", type=float, default=None, help="Stop after this many passes over the training split "
-                 "(with --steps or --time-budget too, whichever comes first)  [default: no limit]"),
-    click.option("--time-budget", callback=_duration, default=None,
-                 help="Stop when training has taken this long (90s, 10m, 2h, 1h30m), then evaluate and save  "
-                      "[default: no limit]"),
-    click.option("--learning-rate", type=float, default=_defaults.learning_rate),
-    click.option("--lr-schedule", type=click.Choice(schedule.SCHEDULES), default=_defaults.lr_schedule,
-                 help="constant; cosine down to a tenth; step: /10 at half the run, /100 at three quarters."),
-    click.option("--warmup-steps", type=int, default=_defaults.warmup_steps, help="Steps of linear warm-up first."),
-    click.option("--grad-clip", type=float, default=_defaults.grad_clip,
-                 help="Maximum global gradient norm; 0 turns clipping off."),
-    click.option("--eval-every", type=int, default=_defaults.eval_every,
-                 help="Steps between validation passes; each writes latest.npz (and best.npz when it improves)."),
-    click.option("--patience", type=int, default=None,
-                 help="Stop after this many evaluations without a better validation loss  [default: never]"),
-    click.option("--sample-every", type=int, default=None,
-                 help="Steps between short samples printed on stderr  [default: none]"),
-    click.option("--keep-every", type=int, default=None,
-                 help="Steps between snapshots kept as step-NNNNNNN.npz  [default: none, only best and latest]"),
+# Options of a run that a resumed run may change (train.RESUMABLE), shared by `train` and `resume`:
+# (name, click type, the default of a new run, help). `resume` shows "the run's own" instead.
+_RUN_OPTIONS = [
+    ("--steps", int, None, f"Stop at this many updates in all  [default: {DEFAULT_STEPS} unless --epochs or "
+                           "--time-budget is given]"),
+    ("--epochs", float, None, "Stop after this many passes over the training split (with --steps or --time-budget "
+                              "too, whichever comes first)  [default: no limit]"),
+    ("--time-budget", None, None, "Stop when training has taken this long (90s, 10m, 2h, 1h30m), then evaluate and "
+                                  "save  [default: no limit]"),
+    ("--learning-rate", float, _defaults.learning_rate, "The base step size of the optimizer."),
+    ("--lr-schedule", click.Choice(schedule.SCHEDULES), _defaults.lr_schedule,
+     "constant; cosine down to a tenth; step: /10 at half the run, /100 at three quarters."),
+    ("--warmup-steps", click.IntRange(min=0), _defaults.warmup_steps, "Steps of linear warm-up first."),
+    ("--grad-clip", float, _defaults.grad_clip, "Maximum global gradient norm; 0 turns clipping off."),
+    ("--eval-every", int, _defaults.eval_every,
+     "Steps between validation passes; each writes latest.npz (and best.npz when it improves)."),
+    ("--patience", int, None, "Stop after this many evaluations without a better validation loss  [default: never]"),
+    ("--sample-every", int, None, "Steps between short samples printed on stderr  [default: none]"),
+    ("--keep-every", int, None, "Steps between snapshots kept as step-NNNNNNN.npz  [default: none, only best and latest]"),
 ]
 
 
-def run_options(f):
-    for option in reversed(_run_options):
-        f = option(f)
-    return f
+def run_options(resuming: bool):
+    """Decorate a command with the run options; for `resume`, every default is the run's own."""
+    def decorate(f):
+        for name, kind, default, text in reversed(_RUN_OPTIONS):
+            extra = {"callback": _duration} if name == "--time-budget" else {"type": kind}
+            if resuming:
+                text = text.split("  [default:")[0] + "  [default: the run's own]"
+                f = click.option(name, default=None, show_default=False, help=text, **extra)(f)
+            else:
+                f = click.option(name, default=default, show_default=default is not None, help=text, **extra)(f)
+        return f
+    return decorate
 
 
 def _given(ctx, names) -> dict:
@@ -159,13 +162,14 @@ def _run(call):
 @click.option("--batch-size", type=int, default=_defaults.batch_size, help="B: parallel contiguous streams.")
 @click.option("--dropout", type=float, default=_model_defaults.dropout,
               help="Probability of dropping each unit between layers and before the output layer, in training.")
-@run_options
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_defaults.optimizer)
+@run_options(resuming=False)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_defaults.optimizer, help="The update rule.")
 @click.option("--val-frac", type=float, default=_defaults.val_frac, help="The last fraction of the text held out for validation.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=str), default="checkpoints",
               help="Each run writes into its own new folder here.")
 @click.option("--run-name", default=None, help="The run's folder name  [default: CORPUS-MODEL-N, the first free N]")
-@click.option("--random-seed", type=int, default=_defaults.random_seed, help="Same seed, corpus and options: identical checkpoints.")
+@click.option("--random-seed", type=click.IntRange(min=0), default=_defaults.random_seed,
+              help="Same seed, corpus and options: identical checkpoints.")
 @click.option("--dtype", type=click.Choice(DTYPES), default=_defaults.dtype, help="Floating-point type of training.")
 @click.pass_context
 def train(ctx, corpus, resume_from, **options):
@@ -176,12 +180,10 @@ def train(ctx, corpus, resume_from, **options):
     `charnn resume` continues from there.
     """
     if resume_from is not None:
-        model_options = ("model", "hidden_size", "num_layers", "dropout")
-        given = _given(ctx, [n for n in options if n not in ("checkpoint_dir", "run_name") + model_options])
-        changed = _given(ctx, model_options)
-        if changed:
-            names = ", ".join("--" + n.replace("_", "-") for n in changed)
-            _fail(CharnnError(f"a resumed run cannot change {names} (they define the model); start a new run instead"))
+        placed = _given(ctx, ["checkpoint_dir", "run_name"])
+        if placed:
+            _fail(CharnnError(f"a resumed run continues in its own folder: drop {', '.join('--' + n.replace('_', '-') for n in placed)}"))
+        given = _given(ctx, [n for n in options if n not in ("checkpoint_dir", "run_name")])
         _run(lambda bar: train_mod.resume(resume_from, given, corpus, reporter=bar))
         return
     if corpus is None:
@@ -202,7 +204,7 @@ def train(ctx, corpus, resume_from, **options):
 @cli.command()
 @click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(path_type=str))
 @click.argument("corpus", type=click.Path(path_type=str), required=False)
-@run_options
+@run_options(resuming=True)
 @click.pass_context
 def resume(ctx, checkpoint_path, corpus, **options):
     """Continue a run exactly where CHECKPOINT (usually its latest.npz) left it.
@@ -225,7 +227,8 @@ def resume(ctx, checkpoint_path, corpus, **options):
 @click.option("--temperature", type=float, default=1.0, help="Above 0; lower is more conservative, higher more varied.")
 @click.option("--top-k", type=int, default=None, help="Draw only from the K most likely characters  [default: all]")
 @click.option("--argmax", is_flag=True, help="Always take the most likely character (deterministic).")
-@click.option("--random-seed", type=int, default=None, help="Same seed: same text  [default: different each run]")
+@click.option("--random-seed", type=click.IntRange(min=0), default=None,
+              help="Same seed: same text  [default: different each run]")
 def sample(checkpoint_path, seed, length, temperature, top_k, argmax, random_seed):
     """Generate text from a trained model, streamed to stdout as it is made."""
     try:
@@ -290,21 +293,18 @@ def eval_command(checkpoint_path, text_file):
 
 @cli.command()
 @click.option("--model", type=click.Choice(MODELS), default="lstm", help="Recurrent cell.")
-@click.option("--num-layers", type=int, default=2, help="L: stacked layers.")
-@click.option("--hidden-size", type=int, default=5, help="H: units per layer.")
-@click.option("--seq-length", type=int, default=4, help="T: steps backprop runs through.")
-@click.option("--batch-size", type=int, default=3, help="B: parallel streams.")
-@click.option("--vocab-size", type=int, default=7, help="V: characters in the random problem.")
+@click.option("--num-layers", type=click.IntRange(min=1), default=2, help="L: stacked layers.")
+@click.option("--hidden-size", type=click.IntRange(min=1), default=5, help="H: units per layer.")
+@click.option("--seq-length", type=click.IntRange(min=1), default=4, help="T: steps backprop runs through.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=3, help="B: parallel streams.")
+@click.option("--vocab-size", type=click.IntRange(min=1), default=7, help="V: characters in the random problem.")
 @click.option("--dropout", type=float, default=0.0, help="Check the training loss with dropout (fixed masks).")
-@click.option("--random-seed", type=int, default=0)
+@click.option("--random-seed", type=click.IntRange(min=0), default=0, help="Seed of the random problem.")
 def gradcheck(model, num_layers, hidden_size, seq_length, batch_size, vocab_size, dropout, random_seed):
     """Check the model's BPTT gradients against float64 finite differences.
 
     Prints the worst relative error of every parameter; exits 1 if any is above the threshold.
     """
-    for name, value in (("--seq-length", seq_length), ("--batch-size", batch_size), ("--vocab-size", vocab_size)):
-        if value < 1:
-            _fail(CharnnError(f"{name} must be a positive whole number, got {value}"))
     try:
         t0 = time.perf_counter()
         errors = gradcheck_mod.check_model(model, num_layers, hidden_size, seq_length, batch_size, vocab_size,
@@ -326,20 +326,20 @@ def gradcheck(model, num_layers, hidden_size, seq_length, batch_size, vocab_size
 @cli.command()
 @click.option("--model", type=click.Choice(MODELS), default=None,
               help="Time one configuration of your own instead of the reference set  [default: the reference set]")
-@click.option("--num-layers", type=int, default=2, help="L, with --model.")
-@click.option("--hidden-size", type=int, default=512, help="H, with --model.")
-@click.option("--batch-size", type=int, default=64, help="B, with --model.")
-@click.option("--seq-length", type=int, default=bench_mod.SEQ, help="T, with --model.")
-@click.option("--steps", type=int, default=20, help="Timed training steps per configuration (the median is kept).")
-@click.option("--warmup", type=int, default=3, help="Untimed steps first.")
-@click.option("--rounds", type=int, default=1, help="Time each configuration this many times, charnn and PyTorch "
+@click.option("--num-layers", type=click.IntRange(min=1), default=2, help="L, with --model.")
+@click.option("--hidden-size", type=click.IntRange(min=1), default=512, help="H, with --model.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, help="B, with --model.")
+@click.option("--seq-length", type=click.IntRange(min=1), default=bench_mod.SEQ, help="T, with --model.")
+@click.option("--steps", type=click.IntRange(min=1), default=20, help="Timed training steps per configuration (the median is kept).")
+@click.option("--warmup", type=click.IntRange(min=0), default=3, help="Untimed steps first.")
+@click.option("--rounds", type=click.IntRange(min=1), default=1, help="Time each configuration this many times, charnn and PyTorch "
               "taking turns, and keep the median (steadier on a busy machine).")
 @click.option("--sample/--no-sample", default=True, help="Also time sampling (2,000 characters, LSTM 2 x 512).")
 @click.option("--encode-mb", type=int, default=100, help="Also time reading and encoding a text this large; 0: skip.")
 @click.option("--torch-python", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="A Python with PyTorch to compare with  [default: this Python if it can import torch, else skipped]")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=str), default=None,
-              help="Also write the measurements as JSON here.")
+              help="Also write the measurements as JSON here  [default: none]")
 def bench(model, num_layers, hidden_size, batch_size, seq_length, steps, warmup, rounds, sample, encode_mb, torch_python,
           json_path):
     """Measure training and sampling speed, memory and encoding time; print markdown tables.
@@ -348,16 +348,17 @@ def bench(model, num_layers, hidden_size, batch_size, seq_length, steps, warmup,
     matrix-multiply rate (the ceiling) and, if PyTorch can be imported, the same models in PyTorch.
     Do not run it while the machine is busy with something else.
     """
-    for name, value in (("--num-layers", num_layers), ("--hidden-size", hidden_size), ("--batch-size", batch_size),
-                        ("--seq-length", seq_length), ("--steps", steps), ("--rounds", rounds)):
-        if value < 1:
-            _fail(CharnnError(f"{name} must be a positive whole number, got {value}"))
+    if json_path and not os.path.isdir(os.path.dirname(os.path.abspath(json_path))):
+        _fail(CharnnError(f"--json {json_path}: its folder does not exist"))
     configs = ([bench_mod.Config(model, num_layers, hidden_size, batch_size, seq_length)] if model
                else [bench_mod.Config(*c) for c in bench_mod.REFERENCE])
-    results = bench_mod.run(configs, steps=steps, warmup=max(0, warmup), torch_python=torch_python,
-                            sample_cfg=bench_mod.SAMPLE_CONFIG if sample else None, encode_bytes=max(0, encode_mb) * 2**20,
-                            rounds=rounds,
-                            progress=lambda line: click.echo(line, err=True))
+    try:
+        results = bench_mod.run(configs, steps=steps, warmup=warmup, torch_python=torch_python,
+                                sample_cfg=bench_mod.SAMPLE_CONFIG if sample else None,
+                                encode_bytes=max(0, encode_mb) * 2**20, rounds=rounds,
+                                progress=lambda line: click.echo(line, err=True))
+    except RuntimeError as e:  # a worker process failed: its last line says why
+        _fail(CharnnError(f"a benchmark worker failed: {str(e).strip().splitlines()[-1]}"))
     if results["torch"] is None:
         click.echo("PyTorch is not installed here: its columns are skipped (see --torch-python)", err=True)
     click.echo(bench_mod.markdown(results))

@@ -204,6 +204,11 @@ def check_sizes(n_chars: int, val_frac: float, batch_size: int, seq_length: int)
     )
 
 
+def windows_per_epoch(n_train: int, batch_size: int, seq_length: int) -> int:
+    """Steps in one pass over a training split of n_train characters (see BatchStream)."""
+    return (n_train // batch_size - 1) // seq_length
+
+
 class BatchStream:
     """B contiguous streams over the training ids, read T characters at a time.
 
@@ -217,7 +222,7 @@ class BatchStream:
         self.B, self.T = batch_size, seq_length
         n = len(ids) // batch_size  # characters per stream
         self.streams = ids[:batch_size * n].reshape(batch_size, n)  # (B, n) view, no copy
-        self.windows_per_epoch = (n - 1) // seq_length
+        self.windows_per_epoch = windows_per_epoch(len(ids), batch_size, seq_length)
         assert self.windows_per_epoch >= 1, "check_sizes() guarantees one window per stream"
         self.epoch = 0  # completed passes
         self.window = 0  # next window within this pass

@@ -3,7 +3,7 @@ its validation loss went, as lines of text (the CLI prints them)."""
 
 from __future__ import annotations
 
-from charnn import evaluate, schedule
+from charnn import data, evaluate, schedule
 from charnn.checkpoint import Checkpoint
 
 BARS = "▁▂▃▄▅▆▇█"
@@ -29,20 +29,23 @@ def describe(path: str, ckpt: Checkpoint) -> list[str]:
     h, mc, tc = ckpt.header, ckpt.model_config, ckpt.train_config
     n_params = sum(p.size for p in ckpt.params.values())
     corpus = h["corpus"]
-    per_epoch = (corpus["train_chars"] // tc.batch_size - 1) // tc.seq_length
+    per_epoch = data.windows_per_epoch(corpus["train_chars"], tc.batch_size, tc.seq_length)
     limits = [f"{tc.steps} steps" if tc.steps else "", f"{tc.epochs:g} epochs" if tc.epochs else "",
               f"budget {schedule.format_duration(tc.time_budget)}" if tc.time_budget else ""]
     warmup = f", warm-up {tc.warmup_steps}" if tc.warmup_steps else ""
+    extras = "".join(f"; {name} {value}" for name, value in (("patience", tc.patience), ("sample every", tc.sample_every),
+                                                            ("keep every", tc.keep_every)) if value)
     scaled = f", learning rate x{h['lr_scale']:g}" if h["lr_scale"] != 1 else ""
     lines = [
         f"checkpoint  {path}",
-        f"model       {mc.model}, {mc.num_layers} layer(s) of {mc.hidden_size}, {n_params:,} parameters, {tc.dtype}",
+        f"model       {mc.model}, {mc.num_layers} layer(s) of {mc.hidden_size}, {n_params:,} parameters, {tc.dtype}, "
+        f"dropout {mc.dropout:g}",
         f"vocabulary  {mc.vocab_size} characters: {printable(ckpt.vocab.chars)}",
         f"corpus      {corpus['path']}: {corpus['chars']:,} characters ({corpus['train_chars']:,} train, "
         f"{corpus['val_chars']:,} validation), sha256 {corpus['sha256'][:12]}",
         f"training    {tc.optimizer} {tc.learning_rate:g} ({tc.lr_schedule}{warmup}), grad clip {tc.grad_clip:g}, "
         f"B {tc.batch_size} x T {tc.seq_length}, eval every {tc.eval_every}, seed {tc.random_seed}; "
-        f"limit {', '.join(x for x in limits if x) or 'none'}",
+        f"limit {', '.join(x for x in limits if x) or 'none'}{extras}",
         f"progress    step {h['step']:,} ({h['step'] / per_epoch:.2f} epochs), training time "
         f"{schedule.format_duration(h['elapsed_seconds'])}, rollbacks {h['rollbacks']}{scaled}",
     ]

@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
-# Scatter-add of embedding gradients: np.add.at is the plain statement of the math but slow; for a
-# small vocabulary the same sum as a one-hot matrix product is several times faster (DESIGN.md
-# measured 1.5 ms vs 9 ms at V = 65). Above this size the one-hot matrix costs more than it saves.
-ONEHOT_MAX_VOCAB = 256
+# Scatter-add of embedding gradients: dW[ids[n]] += rows[n]. np.add.at states it plainly (the tests
+# keep it as the reference) but is slow. Measured here (float32, 2 cores), in ms:
+#     rows x width     V = 65    300    517    5000       one-hot product / sorted segment sums
+#     2048 x 512         1.1    3.2    5.7    56.8   /   4.6   3.3   3.9   6.8   (np.add.at 8.9-9.3)
+#     4096 x 2048        7.4   26.6   44.8   425    /  70.5  53.9  50.5  69.0   (np.add.at 71-77)
+# The one-hot product costs in proportion to V; sorting the rows by id and summing each run
+# (np.add.reduceat) does not. So: one-hot up to this size, segment sums above it.
+ONEHOT_MAX_VOCAB = 512
 
 
 # ---------------------------------------------------------------------------------------------
@@ -48,15 +52,12 @@ def embedding_backward(dout, cache):
         onehot[np.arange(flat.size), flat] = 1
         dW = onehot.T @ rows
     else:
-        dW = embedding_scatter_reference(flat, rows, V)
+        order = np.argsort(flat, kind="stable")  # (N,) rows grouped by id
+        ids = flat[order]
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])  # first row of each id's run
+        dW = np.zeros((V, D), dout.dtype)
+        dW[ids[starts]] = np.add.reduceat(rows[order], starts, axis=0)
     return dW, rows.sum(axis=0)
-
-
-def embedding_scatter_reference(flat_ids, rows, V):
-    """The embedding gradient as written in the math: dW[ids[n]] += rows[n]. (N,), (N, D) -> (V, D)."""
-    dW = np.zeros((V, rows.shape[1]), rows.dtype)
-    np.add.at(dW, flat_ids, rows)
-    return dW
 
 
 def affine_forward(x, W, b):
@@ -137,11 +138,11 @@ def rnn_backward(dhs, cache):
 LSTM_SCALE = (0.5, 0.5, 0.5, 1.0)  # per block of [o i f g]: what the pre-activations are multiplied by
 
 
-def _lstm_scale(H: int, dtype) -> np.ndarray:
+def lstm_scale(H: int, dtype) -> np.ndarray:
     return np.repeat(np.array(LSTM_SCALE, dtype), H)  # (4H,)
 
 
-def _lstm_cell(a, c_prev, c, tanh_c, h, tmp):
+def lstm_cell(a, c_prev, c, tanh_c, h, tmp):
     """One step, in place. a: (B, 4H) pre-activations with the sigmoid blocks halved, in; the
     activated [o i f g], out. c_prev: (B, H); writes c, tanh_c, h; tmp: (B, H) scratch."""
     H = c.shape[-1]
@@ -161,9 +162,9 @@ def lstm_step(xw, h, c, Whh):
     """One step. xw: (B, 4H) = x_t W_xh + b;  h, c: (B, H);  Whh: (H, 4H)  ->  (h_t, c_t)."""
     a = h @ Whh
     a += xw
-    a *= _lstm_scale(h.shape[-1], a.dtype)
+    a *= lstm_scale(h.shape[-1], a.dtype)
     h_new, c_new, tanh_c, tmp = (np.empty_like(h) for _ in range(4))
-    _lstm_cell(a, c, c_new, tanh_c, h_new, tmp)
+    lstm_cell(a, c, c_new, tanh_c, h_new, tmp)
     return h_new, c_new
 
 
@@ -174,7 +175,7 @@ def lstm_forward(xw, h0, c0, Whh):
     """
     T, B, G = xw.shape
     H = G // 4
-    scale = _lstm_scale(H, xw.dtype)
+    scale = lstm_scale(H, xw.dtype)
     hs = np.empty((T + 1, B, H), xw.dtype)  # hidden states, hs[0] = h0
     cs = np.empty((T + 1, B, H), xw.dtype)  # cell states, cs[0] = c0
     tanh_cs = np.empty((T, B, H), xw.dtype)  # tanh(c_t), kept for backward
@@ -187,7 +188,7 @@ def lstm_forward(xw, h0, c0, Whh):
         a = gates[t]
         np.matmul(hs[t], Whh_scaled, out=rec)
         a += rec
-        _lstm_cell(a, cs[t], cs[t + 1], tanh_cs[t], hs[t + 1], tmp)
+        lstm_cell(a, cs[t], cs[t + 1], tanh_cs[t], hs[t + 1], tmp)
     return hs, cs, (hs, cs, tanh_cs, gates, Whh)
 
 
@@ -261,7 +262,7 @@ def _sigmoid(a):
     a += 0.5
 
 
-def _gru_cell(a, xw, bhn, h_prev, hn, h):
+def gru_cell(a, xw, bhn, h_prev, hn, h):
     """One step of the cell, in place. a: (B, 3H) = h_prev @ Whh in, activated [r z n] out;
     xw: (B, 3H) = x_t W_xh + b;  bhn: (H,);  h_prev: (B, H);  writes hn: (B, H) = h_prev W_hn + b_hn
     (backward needs it) and h: (B, H)."""
@@ -283,7 +284,7 @@ def gru_step(xw, h, Whh, bhn):
     """One step. xw: (B, 3H) = x_t W_xh + b;  h: (B, H);  Whh: (H, 3H);  bhn: (H,)  ->  h_t: (B, H)."""
     a = h @ Whh
     hn, h_new = np.empty_like(h), np.empty_like(h)
-    _gru_cell(a, xw, bhn, h, hn, h_new)
+    gru_cell(a, xw, bhn, h, hn, h_new)
     return h_new
 
 
@@ -301,7 +302,7 @@ def gru_forward(xw, h0, Whh, bhn):
     for t in range(T):
         a = gates[t]
         np.matmul(hs[t], Whh, out=a)
-        _gru_cell(a, xw[t], bhn, hs[t], hns[t], hs[t + 1])
+        gru_cell(a, xw[t], bhn, hs[t], hns[t], hs[t + 1])
     return hs, (hs, hns, gates, Whh)
 
 

@@ -57,7 +57,7 @@ class Stepper:
     def __init__(self, params, config: ModelConfig, state: dict):
         self.config, self.state = config, state
         H, kind = config.hidden_size, config.model
-        scale = layers._lstm_scale(H, params["Why"].dtype) if kind == "lstm" else 1
+        scale = layers.lstm_scale(H, params["Why"].dtype) if kind == "lstm" else 1
         self.embed = (params["l0.Wxh"] + params["l0.bh"]) * scale  # (V, G*H)
         self.W, self.b, self.Wx = [], [], []
         for l in range(config.num_layers):
@@ -98,7 +98,7 @@ class Stepper:
                     np.dot(xh[:H], self.Wx[l], out=self.xw)
                     self.xw += self.b[l]
                 np.dot(h, self.W[l], out=a)
-                layers._gru_cell(a2, self.xw[None], self.bhn[l], h[None], self.hn, h[None])  # h_prev is read before h is written
+                layers.gru_cell(a2, self.xw[None], self.bhn[l], h[None], self.hn, h[None])  # h_prev is read before h is written
             else:
                 if l == 0:
                     np.dot(h, self.W[0], out=a)
@@ -108,7 +108,7 @@ class Stepper:
                     a += self.b[l]
                 if kind == "lstm":
                     c = self.state["c"][l]
-                    layers._lstm_cell(a2, c, c, self.tanh_c, h[None], self.tmp)
+                    layers.lstm_cell(a2, c, c, self.tanh_c, h[None], self.tmp)
                 else:
                     np.tanh(a, out=h)
             self.state["h"][l, 0] = h

@@ -4,12 +4,13 @@ Each step takes the next window of T characters from each of the B streams (data
 runs forward and full BPTT over it (model.loss_and_grads), clips the gradient by its global norm
 and updates the parameters. The recurrent state at the end of a window is carried into the next
 window of the same stream as a constant; it is reset to zero at the start of every pass over the
-training split, and evaluation always starts from zero (evaluate.mean_loss).
+training split and after a rollback, and evaluation always starts from zero (evaluate.mean_loss).
 
 Every `eval_every` steps and when the run ends, the whole validation split is scored and the run's
 folder gets `latest.npz` and, if the validation loss is the best so far, `best.npz`; `metrics.jsonl`
 logs the run as it goes. A checkpoint holds the whole RunState, so `resume` continues a run exactly:
-the same updates, bit for bit, as if it had never stopped.
+the same updates, bit for bit, as if it had never stopped (as long as the limits, which size the
+learning-rate schedule, stay the same).
 
 A step whose loss is NaN, infinite or far above its recent level is not applied: the run rolls
 back to the state before the previous update (kept in memory), halves the learning rate, skips the
@@ -101,8 +102,7 @@ class RunState:
     carried: dict[str, np.ndarray]  # recurrent state carried into the next window, each (L, B, H)
     rng: np.random.Generator  # the run's randomness after initialisation: dropout masks
     step: int = 0  # updates applied
-    epoch: int = 0  # the batch stream's cursor: completed passes ...
-    window: int = 0  # ... and the next window in this pass
+    cursor: tuple = (0, 0)  # the batch stream's (completed passes, next window) where the run starts
     elapsed: float = 0.0  # seconds of training, across resumes
     val_loss: float | None = None  # at the last evaluation
     best: float | None = None  # the best validation loss so far ...
@@ -112,8 +112,8 @@ class RunState:
     recent: list = field(default_factory=list)  # the last RECENT training losses
     history: dict = field(default_factory=lambda: {"step": [], "train_loss": [], "val_loss": []})
 
-    def header(self) -> dict:
-        return {"step": self.step, "data": {"epoch": self.epoch, "window": self.window},
+    def header(self, stream: data.BatchStream) -> dict:
+        return {"step": self.step, "data": {"epoch": stream.epoch, "window": stream.window},
                 "rng": self.rng.bit_generator.state, "elapsed_seconds": round(self.elapsed, 3),
                 "val_loss": self.val_loss, "best_val_loss": self.best, "best_step": self.best_step,
                 "lr_scale": self.lr_scale, "rollbacks": self.rollbacks, "recent_losses": self.recent,
@@ -125,7 +125,7 @@ class RunState:
         rng = np.random.default_rng()
         rng.bit_generator.state = h["rng"]
         return cls(params=ckpt.params, opt_state=ckpt.optim_state, carried=ckpt.state, rng=rng, step=h["step"],
-                   epoch=h["data"]["epoch"], window=h["data"]["window"], elapsed=h["elapsed_seconds"],
+                   cursor=(h["data"]["epoch"], h["data"]["window"]), elapsed=h["elapsed_seconds"],
                    val_loss=h["val_loss"], best=h["best_val_loss"], best_step=h["best_step"],
                    lr_scale=h["lr_scale"], rollbacks=h["rollbacks"], recent=h["recent_losses"],
                    history=h["history"])
@@ -151,17 +151,23 @@ def train(corpus_path, model_config: ModelConfig, train_config: TrainConfig, che
     params = model.init_params(mc, rng, tc.dtype)
     state = RunState(params=params, opt_state=optim.init_state(tc.optimizer, params),
                      carried=model.zero_state(mc, tc.batch_size, tc.dtype), rng=rng)
-    return _Run(mc, tc, corpus, run_dir, state, reporter, first_note=None).go()
+    return _Run(mc, tc, corpus, run_dir, state, reporter, new_run=True).go()
 
 
 def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None, reporter: Reporter | None = None) -> Result:
     """Continue the run a checkpoint belongs to, with the same settings except `overrides`
-    (TrainConfig fields among RESUMABLE). The corpus is read from the path in the checkpoint unless
+    (TrainConfig fields among RESUMABLE; any other TrainConfig or ModelConfig field that differs
+    from the run's is refused). The corpus is read from the path in the checkpoint unless
     corpus_path is given, and must be the same text."""
     ckpt = checkpoint.load(checkpoint_path)
-    old = ckpt.train_config
-    changes = {k: v for k, v in (overrides or {}).items() if getattr(old, k) != v}
-    fixed = [k for k in changes if k not in RESUMABLE]
+    old, old_model = ckpt.train_config, ckpt.model_config.to_dict()
+    changes, fixed = {}, []
+    for k, v in (overrides or {}).items():
+        if k in old_model:
+            if old_model[k] != v:
+                fixed.append(k)
+        elif getattr(old, k) != v:
+            (changes.__setitem__(k, v) if k in RESUMABLE else fixed.append(k))
     if fixed:
         names = ", ".join("--" + k.replace("_", "-") for k in fixed)
         raise CharnnError(f"a resumed run cannot change {names} (they define the run); start a new run instead")
@@ -174,22 +180,40 @@ def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None
     state = RunState.from_checkpoint(ckpt)
     if "learning_rate" in changes:
         state.lr_scale = 1.0  # a rate the user sets replaces the one rollbacks had lowered
-    windows = data.BatchStream(data.split(corpus.ids, tc.val_frac)[0], tc.batch_size, tc.seq_length).windows_per_epoch
-    limit = total_steps(tc, windows)
+    limit = total_steps(tc, data.windows_per_epoch(len(data.split(corpus.ids, tc.val_frac)[0]), tc.batch_size,
+                                                   tc.seq_length))
     if (limit is not None and limit <= state.step) or (tc.time_budget is not None and state.elapsed >= tc.time_budget):
         raise CharnnError(f"this run already reached its limit ({state.step} steps, "
                           f"{schedule.format_duration(state.elapsed)}); give a larger --steps (the run's total), "
                           "--epochs or --time-budget to continue it")
     run_dir = os.path.dirname(checkpoint_path) or "."
-    latest = os.path.join(run_dir, LATEST)
-    if os.path.abspath(checkpoint_path) != latest and os.path.exists(latest) and \
-            checkpoint.load(latest).header["step"] > state.step:
-        # Continuing from an older checkpoint would overwrite the newer latest.npz: branch off.
-        run_dir = make_run_dir(os.path.dirname(run_dir), None, f"{os.path.basename(run_dir)}-from-{state.step}")
+    branched = _would_overwrite(checkpoint_path, ckpt)
+    if branched:  # continue in a new folder beside it, so nothing newer or foreign is overwritten
+        folder = os.path.abspath(run_dir)
+        run_dir = make_run_dir(os.path.dirname(folder), None, f"{os.path.basename(folder)}-from-{state.step}")
     said = ", ".join(f"--{k.replace('_', '-')} {_show(getattr(old, k))} -> {_show(v)}" for k, v in changes.items())
     first = f"resuming {checkpoint_path} at step {state.step}" + (f"; changed: {said}" if said else "; same settings")
-    return _Run(ckpt.model_config, tc, corpus, run_dir, state, reporter, first_note=first,
+    if branched:
+        first += f"; continuing in {run_dir} (the folder's latest.npz is newer, damaged or another run's)"
+    if tc.lr_schedule != "constant" and ({"steps", "epochs", "time_budget"} & set(changes)):
+        first += "; the learning-rate schedule is now sized by the new limit"
+    return _Run(ckpt.model_config, tc, corpus, run_dir, state, reporter, new_run=branched, first_note=first,
                 baseline_bits=ckpt.header.get("baselines")).go()
+
+
+def _would_overwrite(checkpoint_path: str, ckpt: checkpoint.Checkpoint) -> bool:
+    """Would continuing in the checkpoint's folder overwrite something worth more: a latest.npz
+    that is further on, damaged, or from another run?"""
+    latest = os.path.join(os.path.dirname(checkpoint_path) or ".", LATEST)
+    if os.path.abspath(checkpoint_path) == os.path.abspath(latest) or not os.path.exists(latest):
+        return False
+    try:
+        other = checkpoint.load(latest).header
+    except CharnnError:
+        return True
+    same_run = (other["corpus"]["sha256"], other["model"], other["train"]["random_seed"]) == \
+        (ckpt.header["corpus"]["sha256"], ckpt.header["model"], ckpt.header["train"]["random_seed"])
+    return not same_run or other["step"] > ckpt.header["step"]
 
 
 def _show(value) -> str:
@@ -200,21 +224,22 @@ class _Run:
     """One session of a run: from a RunState (new or resumed) to the end, a stop or an interruption."""
 
     def __init__(self, mc: ModelConfig, tc: TrainConfig, corpus: data.Corpus, run_dir: str, state: RunState,
-                 reporter: Reporter | None, first_note: str | None, baseline_bits: dict | None = None):
+                 reporter: Reporter | None, new_run: bool, first_note: str | None = None,
+                 baseline_bits: dict | None = None):
         self.mc, self.tc, self.run_dir, self.s = mc, tc, run_dir, state
         self.reporter = reporter or Reporter()
         self.first_note = first_note
         self.vocab = corpus.vocab
         self.train_ids, self.val_ids = data.split(corpus.ids, tc.val_frac)
         self.stream = data.BatchStream(self.train_ids, tc.batch_size, tc.seq_length)
-        self.stream.epoch, self.stream.window = state.epoch, state.window
+        self.stream.epoch, self.stream.window = state.cursor
         self.limit = total_steps(tc, self.stream.windows_per_epoch)  # None: the time budget alone
         self.static = {
             "model": mc.to_dict(), "train": tc.to_dict(), "vocab": corpus.vocab.chars,
             "corpus": {"path": os.path.abspath(corpus.path), "sha256": corpus.sha256, "chars": len(corpus.ids),
                        "train_chars": len(self.train_ids), "val_chars": len(self.val_ids)},
         }
-        self.new_run = state.step == 0 and first_note is None
+        self.new_run = new_run  # this session made run_dir: remove it if it ends with nothing saved
         self.baseline_bits = baseline_bits  # computed before the first step of a new run
         self.snapshot = None  # (params, opt_state, step) before the last update
         self.step_time = None  # smoothed seconds per step
@@ -224,68 +249,78 @@ class _Run:
     # -- the loop ---------------------------------------------------------------------------------
 
     def go(self) -> Result:
+        """Run the session. Ctrl-C, from here on, only raises a flag: the step under way (or the
+        evaluation) finishes, its state is saved, and the session ends."""
+        with _interrupt_flag() as interrupted:
+            self._open_metrics()
+            try:
+                status, message = self._loop(interrupted)
+            finally:
+                self._close_metrics()
+                if self.new_run and not any(name.endswith(".npz") for name in os.listdir(self.run_dir)):
+                    shutil.rmtree(self.run_dir)  # a new run that saved nothing leaves no folder behind
+        return Result(run_dir=self.run_dir, status=status, step=self.s.step, best_val_loss=self.s.best, message=message)
+
+    def _loop(self, interrupted) -> tuple[str, str]:
         s, tc = self.s, self.tc
-        self._open_metrics()
         self.static["baselines"] = self.baseline_bits or self._baselines()
         self._preflight()
         status, message = "done", ""
         rollbacks_in_row = 0
+        first_step, saved_step = s.step, s.step  # where this session started; the last step on disk
         self.clock = (time.perf_counter(), s.elapsed)  # this session's start, and the time before it
         self.reporter.start(self._expected_total(), s.step)
-        with _interrupt_flag() as interrupted:
-            while True:
-                self._tick()
-                stop = self._limit_reached()
-                if stop:
-                    status = stop
+        while True:
+            self._tick()
+            status = self._limit_reached() or ("interrupted" if interrupted() else None)
+            if status:  # a run that reached its limit is done, Ctrl-C or not
+                break
+            t0 = time.perf_counter()
+            inputs, targets, first = self.stream.next()
+            if first:  # a new pass over the text: forget the last one's context
+                s.carried = model.zero_state(self.mc, tc.batch_size, tc.dtype)
+            lr = self._learning_rate()
+            loss, grads, new_carried = model.loss_and_grads(s.params, self.mc, inputs, targets, s.carried, rng=s.rng)
+            norm = optim.clip_by_global_norm(grads, tc.grad_clip) if grads else math.nan
+            if self._diverging(loss, norm):
+                rollbacks_in_row += 1
+                if rollbacks_in_row > MAX_ROLLBACKS:
+                    status, message = "diverged", self._give_up(loss, rollbacks_in_row)
                     break
-                t0 = time.perf_counter()
-                inputs, targets, first = self.stream.next()
-                if first:  # a new pass over the text: forget the last one's context
-                    s.carried = model.zero_state(self.mc, tc.batch_size, tc.dtype)
-                lr = self._learning_rate()
-                loss, grads, new_carried = model.loss_and_grads(s.params, self.mc, inputs, targets, s.carried, rng=s.rng)
-                norm = optim.clip_by_global_norm(grads, tc.grad_clip) if grads else math.nan
-                if self._diverging(loss, norm):
-                    rollbacks_in_row += 1
-                    if rollbacks_in_row > MAX_ROLLBACKS or self.snapshot is None:
-                        status, message = "diverged", self._give_up(loss, rollbacks_in_row)
-                        break
-                    self._rollback(loss)
-                    continue
-                rollbacks_in_row = 0
-                self._take_snapshot()
-                s.step += 1
-                optim.update(tc.optimizer, s.params, grads, s.opt_state, lr, s.step)
-                s.carried = new_carried
-                s.epoch, s.window = self.stream.epoch, self.stream.window
-                s.recent = (s.recent + [loss])[-RECENT:]
-                dt = time.perf_counter() - t0
-                self.step_time = dt if self.step_time is None else 0.9 * self.step_time + 0.1 * dt
-                self._log_step(loss, norm, inputs.size / dt, lr)
-                self.reporter.step(Progress(s.step, self._expected_total(), loss, norm, inputs.size / dt,
-                                            self.stream.position, lr))
-                if interrupted():
-                    path = self._save(LATEST)
-                    status, message = "interrupted", f"interrupted: saved the state after step {s.step} to {path}"
-                    break
-                if tc.sample_every and s.step % tc.sample_every == 0:
-                    self._print_sample()
-                if s.step % tc.eval_every == 0 or s.step == self.limit:
-                    self._evaluate_and_save()
-                if tc.keep_every and s.step % tc.keep_every == 0:
-                    self._save(f"step-{s.step:07d}.npz")
-        if status in ("done", "time budget", "patience"):
+                self._rollback(loss)
+                continue
+            rollbacks_in_row = 0
+            self._take_snapshot()
+            s.step += 1
+            optim.update(tc.optimizer, s.params, grads, s.opt_state, lr, s.step)
+            s.carried = new_carried
+            s.recent = (s.recent + [loss])[-RECENT:]
+            dt = time.perf_counter() - t0
+            self.step_time = dt if self.step_time is None else 0.9 * self.step_time + 0.1 * dt
+            self._log_step(loss, norm, inputs.size / dt, lr)
+            self.reporter.step(Progress(s.step, self._expected_total(), loss, norm, inputs.size / dt,
+                                        self.stream.position, lr))
+            if tc.sample_every and s.step % tc.sample_every == 0:
+                self._print_sample()
+            if s.step % tc.eval_every == 0 or s.step == self.limit:
+                self._evaluate_and_save()
+                saved_step = s.step
+            if tc.keep_every and s.step % tc.keep_every == 0:
+                self._save(f"step-{s.step:07d}.npz")
+        if status == "interrupted":
+            if s.step == first_step:
+                message = "interrupted before a step was made: nothing new to save"
+            else:
+                path = os.path.join(self.run_dir, LATEST) if saved_step == s.step else self._save(LATEST)
+                message = f"interrupted: saved the state after step {s.step} to {path}"
+        elif status in ("done", "time budget", "patience"):
             if not s.history["step"] or s.history["step"][-1] != s.step:
                 self._evaluate_and_save()  # the run's end is always evaluated and saved
             reason = {"done": "done", "time budget": "the time budget is spent",
                       "patience": f"no better validation loss in {tc.patience} evaluations"}[status]
             message = (f"{reason}: {s.step} steps in {schedule.format_duration(s.elapsed)}; best val loss "
                        f"{s.best:.3f} nats/char at step {s.best_step}, saved as {os.path.join(self.run_dir, BEST)}")
-        self._close_metrics()
-        if self.new_run and not any(name.endswith(".npz") for name in os.listdir(self.run_dir)):
-            shutil.rmtree(self.run_dir)  # a new run stopped before saving anything: leave no empty run behind
-        return Result(run_dir=self.run_dir, status=status, step=s.step, best_val_loss=s.best, message=message)
+        return status, message
 
     def _tick(self) -> None:
         """Bring s.elapsed up to now: the run's training time, across sessions."""
@@ -355,34 +390,37 @@ class _Run:
 
     def _rollback(self, loss: float) -> None:
         """Undo the last update, halve the learning rate, skip the batch just drawn. The carried
-        state restarts from zero: the windows it summed up are no longer the ones before the next."""
+        state restarts from zero: the windows it summed up are no longer the ones before the next.
+        Before this session's first update there is nothing to undo: the batch is only skipped."""
         s = self.s
         bad = s.step + 1  # the update whose loss was bad (it was not applied)
-        params, opt_state, step = self.snapshot
-        _copy_into(s.params, params)
-        for k in opt_state:
-            _copy_into(s.opt_state[k], opt_state[k])
+        if self.snapshot is not None:
+            params, opt_state, s.step = self.snapshot
+            _copy_into(s.params, params)
+            for k in opt_state:
+                _copy_into(s.opt_state[k], opt_state[k])
+            for key in s.history:  # evaluations of the undone step are no longer the run's
+                s.history[key] = s.history[key][:sum(1 for k in s.history["step"] if k <= s.step)]
         s.carried = model.zero_state(self.mc, self.tc.batch_size, self.tc.dtype)
-        s.step = step
-        s.epoch, s.window = self.stream.epoch, self.stream.window
         s.lr_scale *= 0.5
         s.rollbacks += 1
         what = "NaN or infinite" if not math.isfinite(loss) else f"{loss:.3f}, far above its recent mean"
-        self.reporter.note(f"step {bad}: loss {what}; rolled back to step {step}, learning rate halved "
+        self.reporter.note(f"step {bad}: loss {what}; rolled back to step {s.step}, learning rate halved "
                            f"(now x{s.lr_scale:g}), batch skipped")
         self._metric(event="rollback", loss=loss if math.isfinite(loss) else None, lr_scale=s.lr_scale)
 
     def _give_up(self, loss: float, in_row: int) -> str:
         s = self.s
-        if self.snapshot is not None:  # the rollbacks restored the last good state: keep it
+        cause = "NaN or infinite" if not math.isfinite(loss) else "far above its recent level"
+        if s.step > 0:  # the rollbacks left the last good state in place: keep it
             self._save(LATEST)
             kept = f"latest.npz holds the last good state (step {s.step})"
             if s.best is not None:
                 kept += f", best.npz the best (val loss {s.best:.3f} at step {s.best_step})"
-            return (f"the loss stayed NaN, infinite or far above its recent level through {in_row - 1} rollbacks in a "
-                    f"row; training stopped; {kept}; try a lower --learning-rate or --grad-clip")
-        return (f"the loss was NaN or infinite at the first step, before any update, so nothing was saved; "
-                "check the settings, or try a lower --learning-rate")
+        else:
+            kept = "no update was made, so nothing was saved"
+        return (f"the loss was still {cause} after {in_row - 1} rollbacks in a row; training stopped; {kept}; "
+                "try a lower --learning-rate or --grad-clip")
 
     # -- evaluation, checkpoints, logs ------------------------------------------------------------
 
@@ -411,7 +449,7 @@ class _Run:
     def _save(self, name: str) -> str:
         s = self.s
         self._tick()
-        header = dict(self.static, **s.header())
+        header = dict(self.static, **s.header(self.stream))
         path = os.path.join(self.run_dir, name)
         checkpoint.save(path, checkpoint.Checkpoint(header=header, params=s.params, optim_state=s.opt_state,
                                                     state=s.carried))
@@ -461,15 +499,18 @@ class _Run:
 
     def _open_metrics(self) -> None:
         """metrics.jsonl: one JSON object a line. A resumed run first drops the lines written after
-        its checkpoint (they belong to a future that did not happen)."""
+        its checkpoint (they belong to a future that did not happen) and any line cut short by a
+        crash, rewriting the file atomically, then appends."""
         path = os.path.join(self.run_dir, METRICS)
-        kept = []
-        if self.s.step and os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                kept = [line for line in f if json.loads(line).get("step", 0) <= self.s.step]
         try:
-            self.metrics = open(path, "w", encoding="utf-8")
-            self.metrics.writelines(kept)
+            if self.s.step and os.path.exists(path):
+                with open(path, encoding="utf-8") as f:
+                    kept = [line for line in f if _metric_step(line) is not None and _metric_step(line) <= self.s.step]
+                tmp = path + ".tmp"
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.writelines(kept)
+                os.replace(tmp, path)
+            self.metrics = open(path, "a", encoding="utf-8")
         except OSError as e:
             raise CharnnError(f"cannot write {path}: {e.strerror or e}; choose another --checkpoint-dir") from None
 
@@ -489,7 +530,16 @@ class _Run:
         self.metrics.flush()
 
     def _close_metrics(self) -> None:
-        self.metrics.close()
+        if getattr(self, "metrics", None) is not None:
+            self.metrics.close()
+
+
+def _metric_step(line: str) -> int | None:
+    """The step of a metrics.jsonl line, or None for a line that is not a whole JSON record."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def activation_bytes(mc: ModelConfig, B: int, T: int, dtype) -> int:

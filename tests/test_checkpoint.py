@@ -23,7 +23,11 @@ def make_checkpoint(rng, name="lstm", dtype="float32"):
             a[...] = rng.standard_normal(a.shape)
     state = {k: rng.standard_normal(s.shape).astype(dtype) for k, s in model.zero_state(mc, 3, dtype).items()}
     header = {"model": mc.to_dict(), "train": tc.to_dict(), "vocab": "\nabz€", "step": 7,
-              "history": {"step": [5], "train_loss": [1.5], "val_loss": [1.6]}}
+              "history": {"step": [5], "train_loss": [1.5], "val_loss": [1.6]},
+              "corpus": {"path": "/x.txt", "sha256": "0" * 64, "chars": 100, "train_chars": 90, "val_chars": 10},
+              "data": {"epoch": 0, "window": 7}, "rng": np.random.default_rng(0).bit_generator.state,
+              "elapsed_seconds": 1.5, "val_loss": 1.6, "best_val_loss": 1.6, "best_step": 5, "lr_scale": 1.0,
+              "rollbacks": 0, "recent_losses": [1.5]}
     return checkpoint.Checkpoint(header=header, params=params, optim_state=opt, state=state)
 
 
@@ -163,6 +167,27 @@ def test_refuses_missing_misshapen_or_foreign_arrays(tmp_path, rng, change, mess
     rewrite(path, change)
     with pytest.raises(CharnnError, match=message):
         checkpoint.load(path)
+
+
+def test_refuses_an_incomplete_header(tmp_path, rng):
+    path = str(tmp_path / "c.npz")
+    checkpoint.save(path, make_checkpoint(rng))
+
+    def drop_rng(arrays):
+        header = json.loads(str(arrays["header"]))
+        del header["rng"]
+        arrays["header"] = np.array(json.dumps(header))
+    rewrite(path, drop_rng)
+    with pytest.raises(CharnnError, match=r"incomplete header \(no rng\)"):
+        checkpoint.load(path)
+
+
+def test_a_saved_checkpoint_has_the_usual_file_mode(tmp_path, rng):
+    path = str(tmp_path / "c.npz")
+    checkpoint.save(path, make_checkpoint(rng))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_refuses_a_header_that_does_not_match(tmp_path, rng):

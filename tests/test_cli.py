@@ -72,7 +72,7 @@ def test_sample_default_seed_and_options(trained):
     assert r.exit_code == 0 and r.stdout.startswith("\n") and len(r.stdout) == 1 + 20 + 1
     a = run("sample", "--seed", "the", "--argmax", "--length", 25)
     b = run("sample", "--seed", "the", "--argmax", "--length", 25, "--random-seed", 9)
-    assert a.stdout == b.stdout
+    assert a.exit_code == b.exit_code == 0 and len(a.stdout) == 3 + 25 + 1 and a.stdout == b.stdout
 
 
 def test_hello_through_the_cli(workdir):
@@ -84,15 +84,19 @@ def test_hello_through_the_cli(workdir):
     assert r.stdout == "hello\n"
 
 
-@pytest.mark.parametrize("command", ["train", "sample", "gradcheck"])
-def test_help_lists_every_option_with_its_default(command):
+@pytest.mark.parametrize("command", ["train", "resume", "sample", "gradcheck", "bench", "info", "eval"])
+def test_help_explains_every_option_with_its_default(command):
     r = run(command, "--help")
     assert r.exit_code == 0
-    options = re.findall(r"^  (--[a-z-]+)", r.stdout, re.M)
-    assert len(options) >= 6
-    for block in re.split(r"\n  (?=--)", r.stdout.split("Options:")[1])[1:]:
-        if not block.startswith(("--help", "--argmax")):
+    blocks = re.split(r"\n  (?=-)", r.stdout.split("Options:")[1])[1:]
+    assert blocks[-1].startswith("-h, --help")
+    for block in blocks[:-1]:
+        name, _, text = block.strip().partition("  ")
+        assert text.strip(), f"{name} has no help text"
+        if "--argmax" not in name and "--sample / --no-sample" not in name:
             assert "default" in block, block
+    if command == "resume":  # a resumed run's settings are its own, not train's defaults
+        assert " ".join(r.stdout.split()).count("[default: the run's own]") == len(blocks) - 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -183,7 +187,7 @@ def test_persistent_nan_stops_with_a_clear_error(workdir, monkeypatch):
         return (math.nan if len(calls) >= 13 else loss), grads, state
     monkeypatch.setattr(model, "loss_and_grads", poisoned)
     r = run("train", "tiny.txt", *TINY, "--steps", 30, "--eval-every", 5)
-    assert_clean_error(r, "stayed NaN, infinite or far above its recent level through 5 rollbacks",
+    assert_clean_error(r, "the loss was still NaN or infinite after 5 rollbacks in a row",
                        "latest.npz holds the last good state (step 9)", "--learning-rate")
     assert r.stderr.count("rolled back to step 9, learning rate halved") == 5
     assert checkpoint.load("checkpoints/tiny-lstm-1/latest.npz").header["step"] == 9

@@ -157,3 +157,43 @@ def test_preflight_baselines_and_samples_are_reported(tiny_corpus, tmp_path):
     evals = [n for n in rec.notes if " val loss " in n]
     assert all("(unigram " in n and "5-gram" in n for n in evals)
     assert checkpoint.load(result.latest).header["baselines"]["ngram_order"] == 5
+
+
+@pytest.mark.parametrize("stop_at", [10, 30])  # an evaluation step, and the run's last step
+def test_ctrl_c_on_an_evaluation_or_the_last_step(tiny_corpus, tmp_path, stop_at):
+    mc, tc = tiny_configs("rnn", steps=30, eval_every=10)
+    whole = train.train(tiny_corpus, mc, tc, tmp_path, run_name="whole")
+
+    def interrupt(progress):
+        if progress.step == stop_at:
+            os.kill(os.getpid(), signal.SIGINT)
+    stopped = train.train(tiny_corpus, mc, tc, tmp_path, run_name="stopped", reporter=Recorder(interrupt))
+    if stop_at == 30:  # the last step finished: the run is complete, not interrupted
+        assert stopped.status == "done"
+        finished = stopped
+    else:
+        assert stopped.status == "interrupted" and stopped.step == 10
+        assert checkpoint.load(stopped.latest).header["history"]["step"] == [10]  # evaluated before stopping
+        finished = train.resume(stopped.latest)
+    for name in (train.LATEST, train.BEST):
+        assert_same_arrays(os.path.join(whole.run_dir, name), os.path.join(finished.run_dir, name))
+    assert checkpoint.load(finished.latest).header["history"] == checkpoint.load(whole.latest).header["history"]
+
+
+def test_a_nan_right_after_a_resume_skips_the_batch_and_goes_on(tiny_corpus, tmp_path, monkeypatch):
+    from charnn import model
+    mc, tc = tiny_configs("lstm", steps=10, eval_every=5)
+    run = train.train(tiny_corpus, mc, tc, tmp_path)
+    real, calls = model.loss_and_grads, []
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)  # calls 1 and 2 are the pre-flight's dry steps; call 3 is the first step
+        loss, grads, state = real(*args, **kwargs)
+        return (float("nan") if len(calls) == 3 else loss), grads, state
+    monkeypatch.setattr(model, "loss_and_grads", poisoned)
+    rec = Recorder()
+    resumed = train.resume(run.latest, {"steps": 20}, reporter=rec)
+    assert resumed.status == "done" and resumed.step == 20
+    assert [n for n in rec.notes if "rolled back" in n] == [
+        "step 11: loss NaN or infinite; rolled back to step 10, learning rate halved (now x0.5), batch skipped"]
+    assert checkpoint.load(resumed.latest).header["lr_scale"] == 0.5
