@@ -107,7 +107,7 @@ def forward(params, config: ModelConfig, inputs, state, targets=None, rng=None):
     T, B = inputs.shape
     H = config.hidden_size
     p = config.dropout if rng is not None else 0.0
-    new_state = {name: np.empty_like(s) for name, s in state.items()}
+    new_state = {name: np.empty_like(s) for name, s in state.items()}  # each (L, B, H), like state
     caches = []  # one (input cache, recurrent cache, dropout mask or None) per layer
     x = None  # (T, B, H): the outputs of the layer below
     for l in range(config.num_layers):
@@ -178,7 +178,7 @@ def step(params, config: ModelConfig, ids, state):
     """Advance the model one character: ids (B,) -> (logits (B, V), new state). The state dict is
     not modified; the seed's `y = rnn.step(x)`, with the state passed in and out. No dropout: it is
     for generation."""
-    new_state = {name: np.empty_like(s) for name, s in state.items()}
+    new_state = {name: np.empty_like(s) for name, s in state.items()}  # each (L, B, H), like state
     x = None  # (B, H)
     for l in range(config.num_layers):
         Wxh, Whh, bh = params[f"l{l}.Wxh"], params[f"l{l}.Whh"], params[f"l{l}.bh"]
