@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charnn import model
+from charnn import layers, model
 from charnn.config import ModelConfig
 from charnn.data import Vocab
 from charnn.errors import CharnnError
@@ -40,13 +40,13 @@ def mean_loss(params, config: ModelConfig, ids: np.ndarray, streams: int = EVAL_
     for t0 in range(0, n, WINDOW):
         steps = np.arange(t0, min(t0 + WINDOW, n))[:, None]  # (W, 1)
         idx = starts[None, :] + steps  # (W, S) input positions
-        _, loss, state, _ = model.forward(params, config, ids[idx], state, targets=ids[idx + 1])
-        total += loss * idx.size
+        logits, _, state, _ = model.forward(params, config, ids[idx], state)  # no targets: no gradient made
+        total += layers.cross_entropy(logits, ids[idx + 1].reshape(-1))
     if r:  # the last input of the r longer pieces
         idx = (starts[:r] + n)[None, :]  # (1, r)
         tail = {name: s[:, :r] for name, s in state.items()}
-        _, loss, _, _ = model.forward(params, config, ids[idx], tail, targets=ids[idx + 1])
-        total += loss * r
+        logits, _, _, _ = model.forward(params, config, ids[idx], tail)
+        total += layers.cross_entropy(logits, ids[idx + 1].reshape(-1))
     return total / n_pred
 
 

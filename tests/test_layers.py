@@ -190,6 +190,12 @@ def test_softmax_cross_entropy(rng):
     assert relative_error(dlogits, numeric) < THRESHOLD
 
 
+def test_cross_entropy_without_gradient_is_the_summed_loss(rng):
+    logits, targets = rng.standard_normal((8, V)), rng.integers(0, V, size=8)
+    assert layers.cross_entropy(logits, targets) == pytest.approx(8 * layers.softmax_cross_entropy(logits, targets)[0])
+    assert layers.cross_entropy(np.array([[1000.0, 0.0]], np.float32), np.array([1])) == pytest.approx(1000.0)
+
+
 def test_softmax_cross_entropy_is_stable_for_huge_logits():
     logits = np.array([[1000.0, 0.0, -1000.0]], dtype=np.float32)
     loss, dlogits = layers.softmax_cross_entropy(logits, np.array([1]))
