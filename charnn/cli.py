@@ -183,8 +183,7 @@ def train(ctx, corpus, resume_from, **options):
         placed = _given(ctx, ["checkpoint_dir", "run_name"])
         if placed:
             _fail(CharnnError(f"a resumed run continues in its own folder: drop {', '.join('--' + n.replace('_', '-') for n in placed)}"))
-        given = _given(ctx, [n for n in options if n not in ("checkpoint_dir", "run_name")])
-        _run(lambda bar: train_mod.resume(resume_from, given, corpus, reporter=bar))
+        _run(lambda bar: train_mod.resume(resume_from, _given(ctx, options), corpus, reporter=bar))
         return
     if corpus is None:
         _fail(CharnnError("give the CORPUS to train on (or --resume CHECKPOINT)"))
@@ -194,10 +193,7 @@ def train(ctx, corpus, resume_from, **options):
     model_config = ModelConfig(model=o.pop("model"), hidden_size=o.pop("hidden_size"), num_layers=o.pop("num_layers"),
                                dropout=o.pop("dropout"))
     checkpoint_dir, run_name = o.pop("checkpoint_dir"), o.pop("run_name")
-    try:
-        train_config = TrainConfig(**o)
-    except TypeError as e:  # an option the config does not know: a bug, not a user mistake
-        raise AssertionError(e) from None
+    train_config = TrainConfig(**o)
     _run(lambda bar: train_mod.train(corpus, model_config, train_config, checkpoint_dir, run_name, reporter=bar))
 
 

@@ -476,11 +476,8 @@ class _Run:
         step_time = min(times)
         self.step_time = step_time  # the first estimate, for the progress bar's total
         n_params = sum(p.size for p in s.params.values())
-        limit = self.limit
+        limit = self._expected_total()
         per_epoch = self.stream.windows_per_epoch
-        if tc.time_budget is not None:
-            budget_steps = s.step + int((tc.time_budget - s.elapsed) / step_time)
-            limit = min(limit, budget_steps) if limit else budget_steps
         todo = max(0, limit - s.step)
         self.reporter.note(
             f"pre-flight: {mc.model} {mc.num_layers}x{mc.hidden_size}, {n_params:,} parameters; activations "
@@ -505,7 +502,7 @@ class _Run:
         try:
             if self.s.step and os.path.exists(path):
                 with open(path, encoding="utf-8") as f:
-                    kept = [line for line in f if _metric_step(line) is not None and _metric_step(line) <= self.s.step]
+                    kept = [line for line in f if (_metric_step(line) or math.inf) <= self.s.step]
                 tmp = path + ".tmp"
                 with open(tmp, "w", encoding="utf-8") as f:
                     f.writelines(kept)
@@ -535,7 +532,8 @@ class _Run:
 
 
 def _metric_step(line: str) -> int | None:
-    """The step of a metrics.jsonl line, or None for a line that is not a whole JSON record."""
+    """The step of a metrics.jsonl line, or None for a line that is not a whole JSON record (no
+    line has step 0: the first is written after the first update)."""
     try:
         return json.loads(line)["step"]
     except (ValueError, KeyError, TypeError):
