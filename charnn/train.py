@@ -191,7 +191,7 @@ def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None
     if branched:  # continue in a new folder beside it, so nothing newer or foreign is overwritten
         folder = os.path.abspath(run_dir)
         run_dir = make_run_dir(os.path.dirname(folder), None, f"{os.path.basename(folder)}-from-{state.step}")
-    said = ", ".join(f"--{k.replace('_', '-')} {_show(getattr(old, k))} -> {_show(v)}" for k, v in changes.items())
+    said = ", ".join(f"--{k.replace('_', '-')} {_show(k, getattr(old, k))} -> {_show(k, v)}" for k, v in changes.items())
     first = f"resuming {checkpoint_path} at step {state.step}" + (f"; changed: {said}" if said else "; same settings")
     if branched:
         first += f"; continuing in {run_dir} (the folder's latest.npz is newer, damaged or another run's)"
@@ -216,8 +216,12 @@ def _would_overwrite(checkpoint_path: str, ckpt: checkpoint.Checkpoint) -> bool:
     return not same_run or other["step"] > ckpt.header["step"]
 
 
-def _show(value) -> str:
-    return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+def _show(name: str, value) -> str:
+    if value is None:
+        return "none"
+    if name == "time_budget":
+        return schedule.format_duration(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 class _Run:
