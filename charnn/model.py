@@ -112,7 +112,9 @@ def forward(params, config: ModelConfig, inputs, state, targets=None, rng=None):
     x = None  # (T, B, H): the outputs of the layer below
     for l in range(config.num_layers):
         Wxh, Whh, bh = params[f"l{l}.Wxh"], params[f"l{l}.Whh"], params[f"l{l}.bh"]
-        if l == 0:
+        if config.model == "lstm":  # its projection comes in its own layout, (4, T, B, H)
+            xw, in_cache = layers.lstm_projection(inputs if l == 0 else x, Wxh, bh)
+        elif l == 0:
             xw, in_cache = layers.embedding_forward(inputs, Wxh, bh)  # (T, B, G*H)
         else:
             xw, in_cache = layers.affine_forward(x.reshape(T * B, H), Wxh, bh)

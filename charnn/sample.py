@@ -108,7 +108,7 @@ class Stepper:
                     a += self.b[l]
                 if kind == "lstm":
                     c = self.state["c"][l]
-                    layers.lstm_cell(a2, c, c, self.tanh_c, h[None], self.tmp)
+                    layers.lstm_cell(layers.gate_major(a2), c, c, self.tanh_c, h[None], self.tmp)
                 else:
                     np.tanh(a, out=h)
             self.state["h"][l, 0] = h

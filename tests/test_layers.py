@@ -90,7 +90,7 @@ def lstm_reference(xw, h0, c0, Whh):
 def test_lstm_forward_matches_reference(rng):
     xw, h0, c0 = rng.standard_normal((T, B, 4 * H)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
     Whh = rng.standard_normal((H, 4 * H))
-    hs, cs, _ = layers.lstm_forward(xw, h0, c0, Whh)
+    hs, cs, _ = layers.lstm_forward(layers.lstm_gates(xw), h0, c0, Whh)
     ref_h, ref_c = lstm_reference(xw, h0, c0, Whh)
     np.testing.assert_allclose(hs[1:], ref_h, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(cs[1:], ref_c, rtol=1e-12, atol=1e-14)
@@ -105,13 +105,35 @@ def test_lstm(rng):
     h0, c0, Whh = rng.standard_normal((B, H)), rng.standard_normal((B, H)), rng.standard_normal((H, 4 * H)) * 0.5
 
     def forward():
-        hs, cs, _ = layers.lstm_forward(xw, h0, c0, Whh)
+        hs, cs, _ = layers.lstm_forward(layers.lstm_gates(xw), h0, c0, Whh)
         return hs[1:]
 
     def grads(dout):
-        dxw, dh0, dc0, dWhh = layers.lstm_backward(dout, layers.lstm_forward(xw, h0, c0, Whh)[2])
+        dxw, dh0, dc0, dWhh = layers.lstm_backward(dout, layers.lstm_forward(layers.lstm_gates(xw), h0, c0, Whh)[2])
         return {"xw": dxw, "h0": dh0, "c0": dc0, "Whh": dWhh}
     check(forward, grads, {"xw": xw, "h0": h0, "c0": c0, "Whh": Whh}, rng)
+
+
+@pytest.mark.parametrize("one_hot", [True, False])
+def test_lstm_projection(rng, one_hot):
+    """The LSTM's projection is the plain one (embedding or affine) in lstm_forward's layout, and
+    its cache serves the plain backward."""
+    W, b = rng.standard_normal((V if one_hot else D, 4 * H)), rng.standard_normal(4 * H)
+    if one_hot:
+        x = rng.integers(0, V, size=(T, B))
+        rows, cache = layers.embedding_forward(x, W, b)
+    else:
+        x = rng.standard_normal((T, B, D))
+        rows, cache = layers.affine_forward(x.reshape(T * B, D), W, b)
+    xw, lstm_cache = layers.lstm_projection(x, W, b)
+    assert xw.shape == (4, T, B, H)
+    np.testing.assert_allclose(xw, layers.lstm_gates(rows.reshape(T, B, 4 * H)), rtol=1e-12)
+    np.testing.assert_allclose(xw[:, 0, 0], rows.reshape(T, B, 4, H)[0, 0] * np.array(layers.LSTM_SCALE)[:, None])
+    dout = rng.standard_normal((T * B, 4 * H))
+    backward = layers.embedding_backward if one_hot else layers.affine_backward
+    for ours, plain in zip(backward(dout.reshape(T, B, -1) if one_hot else dout, lstm_cache),
+                           backward(dout.reshape(T, B, -1) if one_hot else dout, cache)):
+        np.testing.assert_array_equal(ours, plain)
 
 
 def gru_reference(xw, h0, Whh, bhn):
