@@ -174,9 +174,8 @@ def lstm_projection(x, W, b):
     """
     W4, b4 = _halved(W), _halved(b[None])[:, None]  # (4, D, H), (4, 1, 1, H)
     if x.ndim == 2:
-        xw = W4[:, x]  # (4, T, B, H)
-        xw += b4
-        return xw, (x, W.shape[0])
+        W4 += b4[:, 0]  # the bias added to the table's V rows instead of to the T*B looked up
+        return W4[:, x], (x, W.shape[0])  # (4, T, B, H)
     T, B, D = x.shape
     rows = x.reshape(T * B, D)
     xw = np.matmul(rows, W4).reshape(4, T, B, -1)
@@ -255,6 +254,7 @@ def lstm_backward(dhs, cache):
     tmp3 = np.empty((3, B, H), dhs.dtype)
     WhhT = np.ascontiguousarray(Whh.T)  # (4H, H), as in rnn_backward
     do, di, df, dg = d
+    dxw_steps = gate_major(dxw)  # (T, 4, B, H) view of the rows
     for t in range(T - 1, -1, -1):
         act, tc = gates[:, t], tanh_cs[t]
         o, i, f, g = act
@@ -276,7 +276,7 @@ def lstm_backward(dhs, cache):
         np.multiply(g, g, out=tmp)
         np.subtract(1, tmp, out=tmp)
         dg *= tmp  # tanh' = 1 - tanh^2
-        gate_major(dxw[t])[...] = d  # back to (B, 4H) rows
+        dxw_steps[t] = d  # back to (B, 4H) rows
         np.matmul(dxw[t], WhhT, out=dh)  # the gradient h_{t-1} receives
     dWhh = hs[:-1].reshape(T * B, H).T @ dxw.reshape(T * B, 4 * H)
     return dxw, dh, dc, dWhh
