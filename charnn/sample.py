@@ -50,7 +50,9 @@ class Stepper:
     Prepared once: layer 0's input projection of every character, bias included (a (V, G*H) table:
     the one-hot product is a row of it); for layers above, [W_xh; W_hh] stacked so that
     [x_t, h_{t-1}] @ [W_xh; W_hh] makes both products in one; for the LSTM, the sigmoid columns
-    halved as layers.lstm_forward does (exact: halving is exact in floating point).
+    halved as layers.lstm_forward does (exact: halving is exact in floating point). The matrices
+    are kept transposed, (G*H, K), and multiply the vector from the left: BLAS's matrix-vector
+    product reads them row by row, measured 10-30% faster here than x @ W on the (K, G*H) array.
     The state is the same dict as model.step's, for one stream: each (L, 1, H), updated in place.
     """
 
@@ -63,13 +65,14 @@ class Stepper:
         for l in range(config.num_layers):
             Wxh, Whh = params[f"l{l}.Wxh"], params[f"l{l}.Whh"]
             if l == 0 or kind == "gru":  # the GRU needs h W_hh apart (r multiplies part of it)
-                self.W.append(Whh * scale)
+                W = Whh * scale
             else:
-                self.W.append(np.concatenate([Wxh, Whh]) * scale)  # (2H, G*H)
+                W = np.concatenate([Wxh, Whh]) * scale  # (2H, G*H)
+            self.W.append(np.ascontiguousarray(W.T))  # (G*H, H or 2H)
             self.b.append(params[f"l{l}.bh"] * scale)
-            self.Wx.append(Wxh)
+            self.Wx.append(np.ascontiguousarray(Wxh.T))
         self.bhn = [params.get(f"l{l}.bhn") for l in range(config.num_layers)]
-        self.Why, self.by = params["Why"], params["by"]
+        self.Why, self.by = np.ascontiguousarray(params["Why"].T), params["by"]  # (V, H)
         dtype = self.Why.dtype
         G = model.gates(config) * H
         # Vectors are 1-D: numpy then calls BLAS's matrix-vector product (gemv), measured 15-25%
@@ -79,6 +82,7 @@ class Stepper:
         for l in range(config.num_layers):
             self.xh[l][H:] = state["h"][l, 0]
         self.a = np.empty(G, dtype)  # pre-activations, then activated gates
+        self.gates = layers.gate_major(self.a[None]) if kind == "lstm" else None  # (4, 1, H) view of a
         self.xw = np.empty(G, dtype)  # GRU: the input projection apart
         self.hn = np.empty((1, H), dtype)
         self.tmp = np.empty((1, H), dtype)
@@ -95,26 +99,26 @@ class Stepper:
                 if l == 0:
                     np.copyto(self.xw, self.embed[char_id])
                 else:
-                    np.dot(xh[:H], self.Wx[l], out=self.xw)
+                    np.dot(self.Wx[l], xh[:H], out=self.xw)
                     self.xw += self.b[l]
-                np.dot(h, self.W[l], out=a)
+                np.dot(self.W[l], h, out=a)
                 layers.gru_cell(a2, self.xw[None], self.bhn[l], h[None], self.hn, h[None])  # h_prev is read before h is written
             else:
                 if l == 0:
-                    np.dot(h, self.W[0], out=a)
+                    np.dot(self.W[0], h, out=a)
                     a += self.embed[char_id]
                 else:
-                    np.dot(xh, self.W[l], out=a)
+                    np.dot(self.W[l], xh, out=a)
                     a += self.b[l]
                 if kind == "lstm":
                     c = self.state["c"][l]
-                    layers.lstm_cell(layers.gate_major(a2), c, c, self.tanh_c, h[None], self.tmp)
+                    layers.lstm_cell(self.gates, c, c, self.tanh_c, h[None], self.tmp)
                 else:
                     np.tanh(a, out=h)
             self.state["h"][l, 0] = h
             if l + 1 < self.config.num_layers:
                 self.xh[l + 1][:H] = h
-        np.dot(h, self.Why, out=self.logits)
+        np.dot(self.Why, h, out=self.logits)
         self.logits += self.by
         return self.logits
 
