@@ -124,68 +124,76 @@ def rnn_backward(dhs, cache):
 
 
 # ---------------------------------------------------------------------------------------------
+# Gated cells (LSTM, GRU): their weights keep G gate blocks side by side in (., G*H) columns, and
+# inside the sequence loops their activations are gate-major, (G, B, H): each gate one contiguous
+# (B, H) block. numpy runs an element-wise call on a strided (B, H) slice of (B, G*H) rows one row
+# at a time, measured 2.5x slower than on a contiguous block (32 x 128: 2.3 vs 0.9 us; 64 x 512:
+# 10.1 vs 3.9 us), and the ~20 such calls per step were most of a cell's time. The forwards make
+# the gate-major blocks with batched products, x (N, D) @ W (G, D, H) -> (G, N, H) (as fast as one
+# (N, D) @ (D, G*H) product here, faster for h_{t-1} W_hh at H >= 256); the backwards copy each
+# step's gradient back to (B, G*H) rows for one product with W_hh^T. Measured, one LSTM layer
+# forward + backward, T = 64 (`charnn bench` shows the whole step): 32 x 128 12.1 -> 10.6 ms,
+# 64 x 256 60.9 -> 50.6 ms, 64 x 512 195 -> 178 ms.
+#
+# sigmoid(x) = (1 + tanh(x / 2)) / 2 cannot overflow (1 / (1 + exp(-x)) overflows exp for x < -88 in
+# float32). The halving is folded into the weights: the input projection (gate_projection) and the
+# recurrent product use W and b with the sigmoid blocks multiplied by 1/2, so one tanh call per
+# step covers all the sigmoid gates (and the LSTM's candidate). Halving is exact in floating point.
+
+LSTM_SCALE = (0.5, 0.5, 0.5, 1.0)  # per block of [o i f g]: what the pre-activations are multiplied by
+GRU_SCALE = (0.5, 0.5, 1.0)  # per block of [r z n]
+GATE_SCALE = {"lstm": LSTM_SCALE, "gru": GRU_SCALE}
+
+
+def gate_scale(scale, H: int, dtype) -> np.ndarray:
+    """The per-block scale as one factor per column: (G*H,)."""
+    return np.repeat(np.array(scale, dtype), H)
+
+
+def gate_major(a, G: int):
+    """(..., B, G*H) gates side by side -> a (..., G, B, H) view, one block per gate (no copy)."""
+    *lead, B, GH = a.shape
+    return np.moveaxis(a.reshape(*lead, B, G, GH // G), -2, -3)
+
+
+def _scaled(W, scale):
+    """W: (D, G*H) -> (G, D, H), gate-major, block k times scale[k] (a new array)."""
+    return np.multiply(gate_major(W, len(scale)), np.array(scale, W.dtype)[:, None, None])
+
+
+def gate_projection(x, W, b, scale):
+    """The input projection x_t W + b of all T steps, laid out for lstm_forward and gru_forward.
+
+    x: (T, B) integer ids (layer 0's one-hot input: a row lookup, as embedding_forward) or
+    (T, B, D);  W: (V or D, G*H);  b: (G*H,);  scale: LSTM_SCALE or GRU_SCALE
+    Returns xw: (G, T, B, H), gate-major with the sigmoid blocks halved, and the cache of
+    embedding_backward or affine_backward, which make the gradients from the cell's dxw rows.
+    Made directly in this layout it costs what the (T, B, G*H) rows cost; reordering and halving
+    rows afterwards was one more pass through memory (measured 3.2 ms a layer at 64 x 256).
+    """
+    G = len(scale)
+    Wg, bg = _scaled(W, scale), _scaled(b[None], scale)[:, None]  # (G, D, H), (G, 1, 1, H)
+    if x.ndim == 2:
+        Wg += bg[:, 0]  # the bias added to the table's V rows instead of to the T*B looked up
+        return Wg[:, x], (x, W.shape[0])  # (G, T, B, H)
+    T, B, D = x.shape
+    rows = x.reshape(T * B, D)
+    xw = np.matmul(rows, Wg).reshape(G, T, B, -1)
+    xw += bg
+    return xw, (rows, W)
+
+
+def gates_from_rows(xw, scale):
+    """(T, B, G*H) input projection as rows -> (G, T, B, H) as gate_projection makes it (a copy)."""
+    return _scaled(xw.reshape(-1, xw.shape[-1]), scale).reshape(len(scale), *xw.shape[:-1], -1)
+
+
+# ---------------------------------------------------------------------------------------------
 # LSTM (Hochreiter & Schmidhuber 1997, with a forget gate, Gers et al. 2000):
 #   [o i f] = sigmoid(a[:, :3H]), g = tanh(a[:, 3H:]),  a = x_t W_xh + h_{t-1} W_hh + b
 #   c_t = f * c_{t-1} + i * g        (keep some of the old memory, write some new)
 #   h_t = o * tanh(c_t)              (read some of it out)
-# The weights keep the gates side by side in (., 4H) columns, ordered [o i f g] so that the three
-# sigmoids are adjacent. Inside the sequence loops the activations are gate-major, (4, B, H): each
-# gate one contiguous (B, H) block. numpy runs an element-wise call on a strided (B, H) slice of
-# (B, 4H) rows one row at a time, measured 2.5x slower than on a contiguous block (32 x 128: 2.3 vs
-# 0.9 us; 64 x 512: 10.1 vs 3.9 us), and the ~20 such calls per step were most of the cell's time.
-# The forward makes the gate-major blocks with batched products, x (N, D) @ W (4, D, H) ->
-# (4, N, H) (as fast as one (N, D) @ (D, 4H) product here, faster for h_{t-1} W_hh at H >= 256);
-# the backward copies each step's gradient back to (B, 4H) rows for one product with W_hh^T.
-# Measured, one LSTM layer forward + backward, T = 64 (`charnn bench` shows the whole step):
-# 32 x 128 12.1 -> 10.6 ms, 64 x 256 60.9 -> 50.6 ms, 64 x 512 195 -> 178 ms.
-#
-# sigmoid(x) = (1 + tanh(x / 2)) / 2 cannot overflow (1 / (1 + exp(-x)) overflows exp for x < -88 in
-# float32). The halving is folded into the weights: the input projection (lstm_projection) and the
-# recurrent product use W and b with the sigmoid blocks multiplied by 1/2, so a single tanh call per
-# step covers all four blocks. (Halving is exact in floating point.)
-
-LSTM_SCALE = (0.5, 0.5, 0.5, 1.0)  # per block of [o i f g]: what the pre-activations are multiplied by
-
-
-def lstm_scale(H: int, dtype) -> np.ndarray:
-    return np.repeat(np.array(LSTM_SCALE, dtype), H)  # (4H,)
-
-
-def gate_major(a):
-    """(..., B, 4H) gates side by side -> a (..., 4, B, H) view, one block per gate (no copy)."""
-    *lead, B, G = a.shape
-    return np.moveaxis(a.reshape(*lead, B, 4, G // 4), -2, -3)
-
-
-def _halved(W):
-    """W: (D, 4H) -> (4, D, H), gate-major, the sigmoid blocks times 1/2 (a new array)."""
-    return np.multiply(gate_major(W), np.array(LSTM_SCALE, W.dtype)[:, None, None])
-
-
-def lstm_projection(x, W, b):
-    """The input projection x_t W + b of all T steps, laid out for lstm_forward.
-
-    x: (T, B) integer ids (layer 0's one-hot input: a row lookup, as embedding_forward) or
-    (T, B, D);  W: (V or D, 4H);  b: (4H,)
-    Returns xw: (4, T, B, H), gate-major with the sigmoid blocks halved, and the cache of
-    embedding_backward or affine_backward, which make the gradients from lstm_backward's dxw.
-    Made directly in this layout it costs what the (T, B, 4H) rows cost; reordering and halving
-    rows afterwards was one more pass through memory (measured 3.2 ms a layer at 64 x 256).
-    """
-    W4, b4 = _halved(W), _halved(b[None])[:, None]  # (4, D, H), (4, 1, 1, H)
-    if x.ndim == 2:
-        W4 += b4[:, 0]  # the bias added to the table's V rows instead of to the T*B looked up
-        return W4[:, x], (x, W.shape[0])  # (4, T, B, H)
-    T, B, D = x.shape
-    rows = x.reshape(T * B, D)
-    xw = np.matmul(rows, W4).reshape(4, T, B, -1)
-    xw += b4
-    return xw, (rows, W)
-
-
-def lstm_gates(xw):
-    """(T, B, 4H) input projection as rows -> (4, T, B, H) as lstm_projection makes it (a copy)."""
-    return _halved(xw.reshape(-1, xw.shape[-1])).reshape(4, *xw.shape[:-1], -1)
+# Gate order [o i f g]: the three sigmoids adjacent, so one call finishes them.
 
 
 def lstm_cell(a, c_prev, c, tanh_c, h, tmp):
@@ -207,15 +215,15 @@ def lstm_step(xw, h, c, Whh):
     """One step. xw: (B, 4H) = x_t W_xh + b;  h, c: (B, H);  Whh: (H, 4H)  ->  (h_t, c_t)."""
     a = h @ Whh
     a += xw
-    a *= lstm_scale(h.shape[-1], a.dtype)
+    a *= gate_scale(LSTM_SCALE, h.shape[-1], a.dtype)
     h_new, c_new, tanh_c, tmp = (np.empty_like(h) for _ in range(4))
-    lstm_cell(gate_major(a), c, c_new, tanh_c, h_new, tmp)
+    lstm_cell(gate_major(a, 4), c, c_new, tanh_c, h_new, tmp)
     return h_new, c_new
 
 
 def lstm_forward(xw, h0, c0, Whh):
-    """The whole sequence. xw: (4, T, B, H) from lstm_projection (or lstm_gates), overwritten: it
-    becomes the activated gates, kept for backward;  h0, c0: (B, H);  Whh: (H, 4H).
+    """The whole sequence. xw: (4, T, B, H) from gate_projection (or gates_from_rows), overwritten:
+    it becomes the activated gates, kept for backward;  h0, c0: (B, H);  Whh: (H, 4H).
 
     Returns hs: (T+1, B, H), cs: (T+1, B, H) (index 0 is the initial state) and the cache.
     """
@@ -223,7 +231,7 @@ def lstm_forward(xw, h0, c0, Whh):
     hs = np.empty((T + 1, B, H), xw.dtype)  # hidden states, hs[0] = h0
     cs = np.empty((T + 1, B, H), xw.dtype)  # cell states, cs[0] = c0
     tanh_cs = np.empty((T, B, H), xw.dtype)  # tanh(c_t), kept for backward
-    W = _halved(Whh)  # (4, H, H)
+    W = _scaled(Whh, LSTM_SCALE)  # (4, H, H)
     rec = np.empty((4, B, H), xw.dtype)  # h_{t-1} W_hh of one step
     tmp = np.empty((B, H), xw.dtype)
     hs[0], cs[0] = h0, c0
@@ -254,7 +262,7 @@ def lstm_backward(dhs, cache):
     tmp3 = np.empty((3, B, H), dhs.dtype)
     WhhT = np.ascontiguousarray(Whh.T)  # (4H, H), as in rnn_backward
     do, di, df, dg = d
-    dxw_steps = gate_major(dxw)  # (T, 4, B, H) view of the rows
+    dxw_steps = gate_major(dxw, 4)  # (T, 4, B, H) view of the rows
     for t in range(T - 1, -1, -1):
         act, tc = gates[:, t], tanh_cs[t]
         o, i, f, g = act
@@ -299,27 +307,20 @@ def lstm_backward(dhs, cache):
 # (transposed: rows times weights here).
 
 
-def _sigmoid(a):
-    """sigmoid(a) in place, as (1 + tanh(a/2)) / 2: it cannot overflow, where 1 / (1 + exp(-a))
-    overflows exp for a < -88 in float32."""
-    a *= 0.5
-    np.tanh(a, out=a)
-    a *= 0.5
-    a += 0.5
-
-
-def gru_cell(a, xw, bhn, h_prev, hn, h):
-    """One step of the cell, in place. a: (B, 3H) = h_prev @ Whh in, activated [r z n] out;
-    xw: (B, 3H) = x_t W_xh + b;  bhn: (H,);  h_prev: (B, H);  writes hn: (B, H) = h_prev W_hn + b_hn
-    (backward needs it) and h: (B, H)."""
-    H = h.shape[-1]
-    np.add(a[:, 2 * H:], bhn, out=hn)
-    rz = a[:, :2 * H]
-    rz += xw[:, :2 * H]
-    _sigmoid(rz)
-    r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
-    np.multiply(r, hn, out=n)
-    n += xw[:, 2 * H:]
+def gru_cell(a, rec, bhn, h_prev, hn, h):
+    """One step, in place. a: (3, B, H) gate-major input projection x_t W_xh + b with the r and z
+    blocks halved, in; the activated [r z n], out. rec: (3, B, H) = h_prev W_hh, halved the same
+    way (used up as scratch);  bhn: (H,);  h_prev: (B, H);  writes hn: (B, H) = h_prev W_hn + b_hn
+    (backward needs it) and h: (B, H), which may be h_prev itself (it is read before h is written)."""
+    np.add(rec[2], bhn, out=hn)
+    rz = a[:2]
+    rz += rec[:2]
+    np.tanh(rz, out=rz)  # sigmoid of the unhalved pre-activations, in two more calls
+    rz *= 0.5
+    rz += 0.5
+    r, z, n = a
+    np.multiply(r, hn, out=rec[2])
+    n += rec[2]
     np.tanh(n, out=n)
     np.subtract(h_prev, n, out=h)
     h *= z
@@ -328,28 +329,30 @@ def gru_cell(a, xw, bhn, h_prev, hn, h):
 
 def gru_step(xw, h, Whh, bhn):
     """One step. xw: (B, 3H) = x_t W_xh + b;  h: (B, H);  Whh: (H, 3H);  bhn: (H,)  ->  h_t: (B, H)."""
-    a = h @ Whh
-    hn, h_new = np.empty_like(h), np.empty_like(h)
-    gru_cell(a, xw, bhn, h, hn, h_new)
+    scale = gate_scale(GRU_SCALE, h.shape[-1], h.dtype)
+    rec = h @ Whh
+    rec *= scale
+    h_new = np.empty_like(h)
+    gru_cell(gate_major(xw * scale, 3), gate_major(rec, 3), bhn, h, np.empty_like(h), h_new)
     return h_new
 
 
 def gru_forward(xw, h0, Whh, bhn):
-    """The whole sequence. xw: (T, B, 3H);  h0: (B, H);  Whh: (H, 3H);  bhn: (H,).
+    """The whole sequence. xw: (3, T, B, H) from gate_projection (or gates_from_rows), overwritten:
+    it becomes the activated gates, kept for backward;  h0: (B, H);  Whh: (H, 3H);  bhn: (H,).
 
     Returns hs: (T+1, B, H) with hs[0] = h0, and the cache.
     """
-    T, B, G = xw.shape
-    H = G // 3
+    _, T, B, H = xw.shape
     hs = np.empty((T + 1, B, H), xw.dtype)  # hidden states, hs[0] = h0
     hns = np.empty((T, B, H), xw.dtype)  # h_{t-1} W_hn + b_hn, what r multiplies, kept for backward
-    gates = np.empty((T, B, G), xw.dtype)  # activated [r z n] of every step
+    W = _scaled(Whh, GRU_SCALE)  # (3, H, H)
+    rec = np.empty((3, B, H), xw.dtype)  # h_{t-1} W_hh of one step
     hs[0] = h0
     for t in range(T):
-        a = gates[t]
-        np.matmul(hs[t], Whh, out=a)
-        gru_cell(a, xw[t], bhn, hs[t], hns[t], hs[t + 1])
-    return hs, (hs, hns, gates, Whh)
+        np.matmul(hs[t], W, out=rec)
+        gru_cell(xw[:, t], rec, bhn, hs[t], hns[t], hs[t + 1])
+    return hs, (hs, hns, xw, Whh)
 
 
 def gru_backward(dhs, cache):
@@ -359,18 +362,22 @@ def gru_backward(dhs, cache):
     """
     hs, hns, gates, Whh = cache
     T, B, H = dhs.shape
-    dxw = np.empty_like(gates)  # gradient at the input projection x_t W_xh + b
-    dhw = np.empty_like(gates)  # gradient at the recurrent product h_{t-1} W_hh (+ b_hn in the n block);
-    # equal to dxw in the [r z] blocks, but r sits between it and the candidate's pre-activation in n
+    dxw = np.empty((T, B, 3 * H), dhs.dtype)  # gradient at the input projection x_t W_xh + b, rows
+    dhw = np.empty((T, B, 3 * H), dhs.dtype)  # gradient at the recurrent product h_{t-1} W_hh (+ b_hn
+    # in the n block), rows; equal to dxw in the [r z] blocks, but r sits between it and the
+    # candidate's pre-activation in n
+    d = np.empty((3, B, H), dhs.dtype)  # dxw of one step, gate-major
+    dwn = np.empty((B, H), dhs.dtype)  # dhw's n block of one step
     dh = np.zeros((B, H), dhs.dtype)  # gradient reaching h_t from step t+1
     tmp = np.empty((B, H), dhs.dtype)
-    tmp2 = np.empty((B, 2 * H), dhs.dtype)
+    tmp2 = np.empty((2, B, H), dhs.dtype)
     back = np.empty((B, H), dhs.dtype)  # the part of h_{t-1}'s gradient that passes through W_hh
     WhhT = np.ascontiguousarray(Whh.T)  # (3H, H), as in rnn_backward
+    dr, dz, dn = d
+    dxw_steps, dhw_steps = gate_major(dxw, 3), gate_major(dhw, 3)  # (T, 3, B, H) views of the rows
     for t in range(T - 1, -1, -1):
-        act, d, dw = gates[t], dxw[t], dhw[t]
-        r, z, n = act[:, :H], act[:, H:2 * H], act[:, 2 * H:]
-        dr, dz, dn = d[:, :H], d[:, H:2 * H], d[:, 2 * H:]
+        act = gates[:, t]
+        r, z, n = act
         dh += dhs[t]  # total gradient at h_t
         np.subtract(hs[t], n, out=tmp)  # h = n + z * (h_prev - n)
         np.multiply(dh, tmp, out=dz)
@@ -380,13 +387,15 @@ def gru_backward(dhs, cache):
         np.subtract(1, tmp, out=tmp)
         dn *= tmp  # tanh' = 1 - tanh^2: now the gradient at n's pre-activation
         np.multiply(dn, hns[t], out=dr)  # pre-activation = xw_n + r * hn
-        np.multiply(dn, r, out=dw[:, 2 * H:])
-        rz = act[:, :2 * H]
+        np.multiply(dn, r, out=dwn)
+        rz = act[:2]
         np.subtract(1, rz, out=tmp2)
         tmp2 *= rz
-        d[:, :2 * H] *= tmp2  # sigmoid' = s (1 - s)
-        dw[:, :2 * H] = d[:, :2 * H]
-        np.matmul(dw, WhhT, out=back)
+        d[:2] *= tmp2  # sigmoid' = s (1 - s)
+        dxw_steps[t] = d  # back to rows
+        dhw_steps[t, :2] = d[:2]
+        dhw_steps[t, 2] = dwn
+        np.matmul(dhw[t], WhhT, out=back)
         dh *= z  # the gradient h_{t-1} receives: directly through z * h_{t-1} ...
         dh += back  # ... and through the three gates
     dWhh = hs[:-1].reshape(T * B, H).T @ dhw.reshape(T * B, 3 * H)

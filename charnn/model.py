@@ -112,8 +112,8 @@ def forward(params, config: ModelConfig, inputs, state, targets=None, rng=None):
     x = None  # (T, B, H): the outputs of the layer below
     for l in range(config.num_layers):
         Wxh, Whh, bh = params[f"l{l}.Wxh"], params[f"l{l}.Whh"], params[f"l{l}.bh"]
-        if config.model == "lstm":  # its projection comes in its own layout, (4, T, B, H)
-            xw, in_cache = layers.lstm_projection(inputs if l == 0 else x, Wxh, bh)
+        if config.model in layers.GATE_SCALE:  # gated cells take it gate-major, (G, T, B, H)
+            xw, in_cache = layers.gate_projection(inputs if l == 0 else x, Wxh, bh, layers.GATE_SCALE[config.model])
         elif l == 0:
             xw, in_cache = layers.embedding_forward(inputs, Wxh, bh)  # (T, B, G*H)
         else:

@@ -49,17 +49,19 @@ class Stepper:
 
     Prepared once: layer 0's input projection of every character, bias included (a (V, G*H) table:
     the one-hot product is a row of it); for layers above, [W_xh; W_hh] stacked so that
-    [x_t, h_{t-1}] @ [W_xh; W_hh] makes both products in one; for the LSTM, the sigmoid columns
-    halved as layers.lstm_forward does (exact: halving is exact in floating point). The matrices
-    are kept transposed, (G*H, K), and multiply the vector from the left: BLAS's matrix-vector
-    product reads them row by row, measured 10-30% faster here than x @ W on the (K, G*H) array.
+    [x_t, h_{t-1}] @ [W_xh; W_hh] makes both products in one; for the LSTM and GRU, the sigmoid
+    columns halved as the sequence forwards halve them (exact: halving is exact in floating point).
+    The matrices are kept transposed, (G*H, K), and multiply the vector from the left: BLAS's
+    matrix-vector product reads them row by row, measured 10-30% faster here than x @ W on the
+    (K, G*H) array.
     The state is the same dict as model.step's, for one stream: each (L, 1, H), updated in place.
     """
 
     def __init__(self, params, config: ModelConfig, state: dict):
         self.config, self.state = config, state
         H, kind = config.hidden_size, config.model
-        scale = layers.lstm_scale(H, params["Why"].dtype) if kind == "lstm" else 1
+        dtype = params["Why"].dtype
+        scale = layers.gate_scale(layers.GATE_SCALE[kind], H, dtype) if kind in layers.GATE_SCALE else 1
         self.embed = (params["l0.Wxh"] + params["l0.bh"]) * scale  # (V, G*H)
         self.W, self.b, self.Wx = [], [], []
         for l in range(config.num_layers):
@@ -70,10 +72,9 @@ class Stepper:
                 W = np.concatenate([Wxh, Whh]) * scale  # (2H, G*H)
             self.W.append(np.ascontiguousarray(W.T))  # (G*H, H or 2H)
             self.b.append(params[f"l{l}.bh"] * scale)
-            self.Wx.append(np.ascontiguousarray(Wxh.T))
+            self.Wx.append(np.ascontiguousarray((Wxh * scale).T))
         self.bhn = [params.get(f"l{l}.bhn") for l in range(config.num_layers)]
         self.Why, self.by = np.ascontiguousarray(params["Why"].T), params["by"]  # (V, H)
-        dtype = self.Why.dtype
         G = model.gates(config) * H
         # Vectors are 1-D: numpy then calls BLAS's matrix-vector product (gemv), measured 15-25%
         # faster here than the same product on (1, K) matrices. The cells take (1, ...) views.
@@ -82,8 +83,10 @@ class Stepper:
         for l in range(config.num_layers):
             self.xh[l][H:] = state["h"][l, 0]
         self.a = np.empty(G, dtype)  # pre-activations, then activated gates
-        self.gates = layers.gate_major(self.a[None]) if kind == "lstm" else None  # (4, 1, H) view of a
-        self.xw = np.empty(G, dtype)  # GRU: the input projection apart
+        self.xw = np.empty(G, dtype)  # GRU: the input projection apart (a is then h W_hh)
+        if kind in layers.GATE_SCALE:  # the cells' gate-major (G, 1, H) views
+            self.a_gates = layers.gate_major(self.a[None], model.gates(config))
+            self.xw_gates = layers.gate_major(self.xw[None], model.gates(config))
         self.hn = np.empty((1, H), dtype)
         self.tmp = np.empty((1, H), dtype)
         self.tanh_c = np.empty((1, H), dtype)
@@ -92,7 +95,6 @@ class Stepper:
     def step(self, char_id: int) -> np.ndarray:
         """Feed one character id; return the logits of the next, (V,) (overwritten by the next step)."""
         H, kind, a = self.config.hidden_size, self.config.model, self.a
-        a2 = a[None]  # (1, G) view for the cells
         for l in range(self.config.num_layers):
             xh, h = self.xh[l], self.xh[l][H:]
             if kind == "gru":
@@ -102,7 +104,7 @@ class Stepper:
                     np.dot(self.Wx[l], xh[:H], out=self.xw)
                     self.xw += self.b[l]
                 np.dot(self.W[l], h, out=a)
-                layers.gru_cell(a2, self.xw[None], self.bhn[l], h[None], self.hn, h[None])  # h_prev is read before h is written
+                layers.gru_cell(self.xw_gates, self.a_gates, self.bhn[l], h[None], self.hn, h[None])  # h_prev is read before h is written
             else:
                 if l == 0:
                     np.dot(self.W[0], h, out=a)
@@ -112,7 +114,7 @@ class Stepper:
                     a += self.b[l]
                 if kind == "lstm":
                     c = self.state["c"][l]
-                    layers.lstm_cell(self.gates, c, c, self.tanh_c, h[None], self.tmp)
+                    layers.lstm_cell(self.a_gates, c, c, self.tanh_c, h[None], self.tmp)
                 else:
                     np.tanh(a, out=h)
             self.state["h"][l, 0] = h

@@ -73,6 +73,11 @@ def test_rnn_forward_is_the_seed_recurrence(rng):
         np.testing.assert_allclose(hs[t + 1], h, rtol=1e-12)
 
 
+def lstm_forward(xw, h0, c0, Whh):
+    """layers.lstm_forward on a (T, B, 4H) projection given as rows."""
+    return layers.lstm_forward(layers.gates_from_rows(xw, layers.LSTM_SCALE), h0, c0, Whh)
+
+
 def lstm_reference(xw, h0, c0, Whh):
     """The LSTM equations one step at a time, with no fusion or in-place tricks."""
     sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
@@ -90,7 +95,7 @@ def lstm_reference(xw, h0, c0, Whh):
 def test_lstm_forward_matches_reference(rng):
     xw, h0, c0 = rng.standard_normal((T, B, 4 * H)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
     Whh = rng.standard_normal((H, 4 * H))
-    hs, cs, _ = layers.lstm_forward(layers.lstm_gates(xw), h0, c0, Whh)
+    hs, cs, _ = lstm_forward(xw, h0, c0, Whh)
     ref_h, ref_c = lstm_reference(xw, h0, c0, Whh)
     np.testing.assert_allclose(hs[1:], ref_h, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(cs[1:], ref_c, rtol=1e-12, atol=1e-14)
@@ -105,33 +110,35 @@ def test_lstm(rng):
     h0, c0, Whh = rng.standard_normal((B, H)), rng.standard_normal((B, H)), rng.standard_normal((H, 4 * H)) * 0.5
 
     def forward():
-        hs, cs, _ = layers.lstm_forward(layers.lstm_gates(xw), h0, c0, Whh)
+        hs, cs, _ = lstm_forward(xw, h0, c0, Whh)
         return hs[1:]
 
     def grads(dout):
-        dxw, dh0, dc0, dWhh = layers.lstm_backward(dout, layers.lstm_forward(layers.lstm_gates(xw), h0, c0, Whh)[2])
+        dxw, dh0, dc0, dWhh = layers.lstm_backward(dout, lstm_forward(xw, h0, c0, Whh)[2])
         return {"xw": dxw, "h0": dh0, "c0": dc0, "Whh": dWhh}
     check(forward, grads, {"xw": xw, "h0": h0, "c0": c0, "Whh": Whh}, rng)
 
 
 @pytest.mark.parametrize("one_hot", [True, False])
-def test_lstm_projection(rng, one_hot):
-    """The LSTM's projection is the plain one (embedding or affine) in lstm_forward's layout, and
+@pytest.mark.parametrize("scale", [layers.LSTM_SCALE, layers.GRU_SCALE])
+def test_gate_projection(rng, one_hot, scale):
+    """A gated cell's projection is the plain one (embedding or affine) in the cells' layout, and
     its cache serves the plain backward."""
-    W, b = rng.standard_normal((V if one_hot else D, 4 * H)), rng.standard_normal(4 * H)
+    G = len(scale)
+    W, b = rng.standard_normal((V if one_hot else D, G * H)), rng.standard_normal(G * H)
     if one_hot:
         x = rng.integers(0, V, size=(T, B))
         rows, cache = layers.embedding_forward(x, W, b)
     else:
         x = rng.standard_normal((T, B, D))
         rows, cache = layers.affine_forward(x.reshape(T * B, D), W, b)
-    xw, lstm_cache = layers.lstm_projection(x, W, b)
-    assert xw.shape == (4, T, B, H)
-    np.testing.assert_allclose(xw, layers.lstm_gates(rows.reshape(T, B, 4 * H)), rtol=1e-12)
-    np.testing.assert_allclose(xw[:, 0, 0], rows.reshape(T, B, 4, H)[0, 0] * np.array(layers.LSTM_SCALE)[:, None])
-    dout = rng.standard_normal((T * B, 4 * H))
+    xw, gated_cache = layers.gate_projection(x, W, b, scale)
+    assert xw.shape == (G, T, B, H)
+    np.testing.assert_allclose(xw, layers.gates_from_rows(rows.reshape(T, B, G * H), scale), rtol=1e-12)
+    np.testing.assert_allclose(xw[:, 0, 0], rows.reshape(T, B, G, H)[0, 0] * np.array(scale)[:, None])
+    dout = rng.standard_normal((T * B, G * H))
     backward = layers.embedding_backward if one_hot else layers.affine_backward
-    for ours, plain in zip(backward(dout.reshape(T, B, -1) if one_hot else dout, lstm_cache),
+    for ours, plain in zip(backward(dout.reshape(T, B, -1) if one_hot else dout, gated_cache),
                            backward(dout.reshape(T, B, -1) if one_hot else dout, cache)):
         np.testing.assert_array_equal(ours, plain)
 
@@ -152,6 +159,11 @@ def gru_reference(xw, h0, Whh, bhn):
     return np.array(hs)
 
 
+def gru_forward(xw, h0, Whh, bhn):
+    """layers.gru_forward on a (T, B, 3H) projection given as rows."""
+    return layers.gru_forward(layers.gates_from_rows(xw, layers.GRU_SCALE), h0, Whh, bhn)
+
+
 def gru_inputs(rng):
     """xw: (T, B, 3H), h0: (B, H), Whh: (H, 3H), bhn: (H,)."""
     return (rng.standard_normal((T, B, 3 * H)), rng.standard_normal((B, H)),
@@ -160,7 +172,7 @@ def gru_inputs(rng):
 
 def test_gru_forward_matches_reference(rng):
     xw, h0, Whh, bhn = gru_inputs(rng)
-    hs, _ = layers.gru_forward(xw, h0, Whh, bhn)
+    hs, _ = gru_forward(xw, h0, Whh, bhn)
     np.testing.assert_allclose(hs[1:], gru_reference(xw, h0, Whh, bhn), rtol=1e-12, atol=1e-14)
     h = h0
     for t in range(T):  # the single-step function gives the same states
@@ -172,9 +184,9 @@ def test_gru(rng):
     xw, h0, Whh, bhn = gru_inputs(rng)
 
     def grads(dout):
-        dxw, dh0, dWhh, dbhn = layers.gru_backward(dout, layers.gru_forward(xw, h0, Whh, bhn)[1])
+        dxw, dh0, dWhh, dbhn = layers.gru_backward(dout, gru_forward(xw, h0, Whh, bhn)[1])
         return {"xw": dxw, "h0": dh0, "Whh": dWhh, "bhn": dbhn}
-    check(lambda: layers.gru_forward(xw, h0, Whh, bhn)[0][1:], grads,
+    check(lambda: gru_forward(xw, h0, Whh, bhn)[0][1:], grads,
           {"xw": xw, "h0": h0, "Whh": Whh, "bhn": bhn}, rng)
 
 
