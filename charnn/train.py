@@ -7,10 +7,10 @@ window of the same stream as a constant; it is reset to zero at the start of eve
 training split and after a rollback, and evaluation always starts from zero (evaluate.mean_loss).
 
 Every `eval_every` steps and when the run ends, the whole validation split is scored and the run's
-folder gets `latest.npz` and, if the validation loss is the best so far, `best.npz`; `metrics.jsonl`
-logs the run as it goes. A checkpoint holds the whole RunState, so `resume` continues a run exactly:
-the same updates, bit for bit, as if it had never stopped (as long as the limits, which size the
-learning-rate schedule, stay the same).
+folder (charnn/runs.py) gets `latest.npz` and, if the validation loss is the best so far,
+`best.npz`; `metrics.jsonl` logs the run as it goes. A checkpoint holds the whole RunState, so
+`resume` continues a run exactly: the same updates, bit for bit, as if it had never stopped (as
+long as the limits, which size the learning-rate schedule, stay the same).
 
 A step whose loss is NaN, infinite or far above its recent level is not applied: the run rolls
 back to the state before the previous update (kept in memory), halves the learning rate, skips the
@@ -22,7 +22,6 @@ The library never prints: it reports to a Reporter (the CLI draws the progress b
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -35,10 +34,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from charnn import baselines, checkpoint, data, evaluate, model, optim, sample, schedule
+from charnn.runs import BEST, LATEST, MetricsLog, make_run_dir, stem
 from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 
-LATEST, BEST, METRICS = "latest.npz", "best.npz", "metrics.jsonl"
 # What a resumed run may change; everything else defines the run (model, data layout, randomness).
 RESUMABLE = ("steps", "epochs", "learning_rate", "grad_clip", "eval_every", "lr_schedule", "warmup_steps",
              "time_budget", "patience", "sample_every", "keep_every")
@@ -146,7 +145,7 @@ def train(corpus_path, model_config: ModelConfig, train_config: TrainConfig, che
     corpus = data.read_corpus(corpus_path)
     mc = dataclasses.replace(model_config, vocab_size=corpus.vocab.size).validate()
     data.check_sizes(len(corpus.ids), tc.val_frac, tc.batch_size, tc.seq_length)
-    run_dir = make_run_dir(checkpoint_dir, run_name, f"{_stem(corpus_path)}-{mc.model}")
+    run_dir = make_run_dir(checkpoint_dir, run_name, f"{stem(corpus_path)}-{mc.model}")
     rng = np.random.default_rng(tc.random_seed)
     params = model.init_params(mc, rng, tc.dtype)
     state = RunState(params=params, opt_state=optim.init_state(tc.optimizer, params),
@@ -256,11 +255,11 @@ class _Run:
         """Run the session. Ctrl-C, from here on, only raises a flag: the step under way (or the
         evaluation) finishes, its state is saved, and the session ends."""
         with _interrupt_flag() as interrupted:
-            self._open_metrics()
+            self.metrics = MetricsLog(self.run_dir, self.s.step)
             try:
                 status, message = self._loop(interrupted)
             finally:
-                self._close_metrics()
+                self.metrics.close()
                 if self.new_run and not any(name.endswith(".npz") for name in os.listdir(self.run_dir)):
                     shutil.rmtree(self.run_dir)  # a new run that saved nothing leaves no folder behind
         return Result(run_dir=self.run_dir, status=status, step=self.s.step, best_val_loss=self.s.best, message=message)
@@ -498,23 +497,6 @@ class _Run:
                                        temperature=SAMPLE_TEMPERATURE))
         self.reporter.note(f"--- sample at step {self.s.step} (temperature {SAMPLE_TEMPERATURE}) ---\n{seed}{text}\n---")
 
-    def _open_metrics(self) -> None:
-        """metrics.jsonl: one JSON object a line. A resumed run first drops the lines written after
-        its checkpoint (they belong to a future that did not happen) and any line cut short by a
-        crash, rewriting the file atomically, then appends."""
-        path = os.path.join(self.run_dir, METRICS)
-        try:
-            if self.s.step and os.path.exists(path):
-                with open(path, encoding="utf-8") as f:
-                    kept = [line for line in f if (_metric_step(line) or math.inf) <= self.s.step]
-                tmp = path + ".tmp"
-                with open(tmp, "w", encoding="utf-8") as f:
-                    f.writelines(kept)
-                os.replace(tmp, path)
-            self.metrics = open(path, "a", encoding="utf-8")
-        except OSError as e:
-            raise CharnnError(f"cannot write {path}: {e.strerror or e}; choose another --checkpoint-dir") from None
-
     def _log_step(self, loss, norm, rate, lr) -> None:
         self.log_acc.append((loss, norm, rate))
         if self.s.step % LOG_EVERY == 0:
@@ -527,21 +509,7 @@ class _Run:
         s = self.s
         record = {"step": s.step, "time": round(s.elapsed, 3), "epoch": round(self.stream.position, 4),
                   "rollbacks": s.rollbacks, **fields}
-        self.metrics.write(json.dumps(record) + "\n")
-        self.metrics.flush()
-
-    def _close_metrics(self) -> None:
-        if getattr(self, "metrics", None) is not None:
-            self.metrics.close()
-
-
-def _metric_step(line: str) -> int | None:
-    """The step of a metrics.jsonl line, or None for a line that is not a whole JSON record (no
-    line has step 0: the first is written after the first update)."""
-    try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
-        return None
+        self.metrics.write(record)
 
 
 def activation_bytes(mc: ModelConfig, B: int, T: int, dtype) -> int:
@@ -562,37 +530,6 @@ def _copy(arrays: dict) -> dict:
 def _copy_into(dst: dict, src: dict) -> None:
     for k, v in src.items():
         np.copyto(dst[k], v)
-
-
-def _stem(path) -> str:
-    return os.path.splitext(os.path.basename(os.fspath(path)))[0] or "run"
-
-
-def make_run_dir(checkpoint_dir, run_name: str | None, default_name: str) -> str:
-    """Create this run's own folder under checkpoint_dir. A default name gets the first free
-    suffix (-1, -2, ...) so earlier runs are never touched; an explicit run name that already holds
-    files is refused."""
-    checkpoint_dir = os.fspath(checkpoint_dir)
-    try:
-        os.makedirs(checkpoint_dir, exist_ok=True)
-        if run_name is not None:
-            path = os.path.join(checkpoint_dir, run_name)
-            if os.path.isdir(path) and os.listdir(path):
-                raise CharnnError(f"run folder {path} already holds checkpoints; choose another --run-name")
-            os.makedirs(path, exist_ok=True)
-            return path
-        n = 1
-        while True:
-            path = os.path.join(checkpoint_dir, f"{default_name}-{n}")
-            try:
-                os.mkdir(path)
-                return path
-            except FileExistsError:
-                n += 1
-    except CharnnError:
-        raise
-    except OSError as e:
-        raise CharnnError(f"cannot write checkpoints to {checkpoint_dir}: {e.strerror or e}; choose another --checkpoint-dir") from None
 
 
 @contextmanager

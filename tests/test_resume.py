@@ -8,7 +8,7 @@ import signal
 import numpy as np
 import pytest
 
-from charnn import checkpoint, evaluate, train
+from charnn import checkpoint, evaluate, runs, train
 from charnn.errors import CharnnError
 
 from conftest import tiny_configs
@@ -127,7 +127,7 @@ def test_keep_every_and_the_metrics_log(tiny_corpus, tmp_path):
     result = train.train(tiny_corpus, mc, tc, tmp_path)
     assert sorted(os.listdir(result.run_dir)) == ["best.npz", "latest.npz", "metrics.jsonl",
                                                  "step-0000010.npz", "step-0000020.npz", "step-0000030.npz"]
-    records = [json.loads(line) for line in open(os.path.join(result.run_dir, train.METRICS))]
+    records = [json.loads(line) for line in open(os.path.join(result.run_dir, runs.METRICS))]
     trains = [r for r in records if r["event"] == "train"]
     evals = [r for r in records if r["event"] == "eval"]
     assert [r["step"] for r in trains] == [10, 20, 30] and [r["step"] for r in evals] == [15, 30]
@@ -141,7 +141,7 @@ def test_a_resumed_run_drops_log_lines_from_after_its_checkpoint(tiny_corpus, tm
     run = train.train(tiny_corpus, mc, tc, tmp_path, run_name="r")
     os.replace(tmp_path / "r" / "step-0000020.npz", tmp_path / "r" / "latest.npz")
     train.resume(run.latest, {"steps": 25})
-    steps = [json.loads(line)["step"] for line in open(os.path.join(run.run_dir, train.METRICS))]
+    steps = [json.loads(line)["step"] for line in open(os.path.join(run.run_dir, runs.METRICS))]
     assert steps == sorted(steps) and steps.count(30) == 0 and max(steps) == 25
 
 
@@ -176,7 +176,7 @@ def test_ctrl_c_on_an_evaluation_or_the_last_step(tiny_corpus, tmp_path, stop_at
         assert stopped.status == "interrupted" and stopped.step == 10
         assert checkpoint.load(stopped.latest).header["history"]["step"] == [10]  # evaluated before stopping
         finished = train.resume(stopped.latest)
-    for name in (train.LATEST, train.BEST):
+    for name in (runs.LATEST, runs.BEST):
         assert_same_arrays(os.path.join(whole.run_dir, name), os.path.join(finished.run_dir, name))
     assert checkpoint.load(finished.latest).header["history"] == checkpoint.load(whole.latest).header["history"]
 

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from charnn import schedule
+from charnn import runs, schedule
 from charnn.errors import CharnnError
 
 
@@ -53,7 +53,7 @@ def test_learning_rate_is_recorded_in_the_metrics(tmp_path):
     corpus.write_text(TINY_TEXT)
     mc, tc = tiny_configs("rnn", steps=40, eval_every=40, lr_schedule="cosine", learning_rate=0.01)
     result = train.train(corpus, mc, tc, tmp_path / "ck")
-    lrs = [json.loads(l)["lr"] for l in open(os.path.join(result.run_dir, train.METRICS)) if '"train"' in l]
+    lrs = [json.loads(l)["lr"] for l in open(os.path.join(result.run_dir, runs.METRICS)) if '"train"' in l]
     assert len(lrs) == 4 and lrs == sorted(lrs, reverse=True)
     assert lrs[0] == pytest.approx(0.01 * schedule.factor("cosine", 10, 9 / 40))
     assert lrs[-1] == pytest.approx(0.01 * schedule.factor("cosine", 40, 39 / 40))

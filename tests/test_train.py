@@ -9,7 +9,7 @@ import signal
 import numpy as np
 import pytest
 
-from charnn import checkpoint, data, evaluate, model, train
+from charnn import checkpoint, data, evaluate, model, runs, train
 from charnn.errors import CharnnError
 
 from conftest import random_params_and_state, tiny_configs
@@ -58,7 +58,7 @@ def test_same_seed_gives_identical_checkpoints(tiny_corpus, tmp_path):
     a = train.train(tiny_corpus, mc, tc, tmp_path / "ck")
     b = train.train(tiny_corpus, mc, tc, tmp_path / "ck")
     assert a.run_dir != b.run_dir  # a second run never overwrites the first
-    for name in (train.LATEST, train.BEST):
+    for name in (runs.LATEST, runs.BEST):
         xa, xb = arrays_of(os.path.join(a.run_dir, name)), arrays_of(os.path.join(b.run_dir, name))
         ha, hb = json.loads(str(xa.pop("header"))), json.loads(str(xb.pop("header")))
         ha.pop("elapsed_seconds"), hb.pop("elapsed_seconds")  # wall-clock time is the one difference
@@ -120,7 +120,7 @@ def test_a_nan_is_rolled_back_and_the_run_goes_on(tiny_corpus, tmp_path, monkeyp
     assert steps[:14] == list(range(1, 15)) and steps[14] == 14  # update 14 was undone and made again
     header = checkpoint.load(result.latest).header
     assert header["rollbacks"] == 1 and header["lr_scale"] == 0.5
-    events = [json.loads(l) for l in open(os.path.join(result.run_dir, train.METRICS))]
+    events = [json.loads(l) for l in open(os.path.join(result.run_dir, runs.METRICS))]
     assert [e["step"] for e in events if e["event"] == "rollback"] == [13]
 
 
