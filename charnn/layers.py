@@ -7,7 +7,8 @@ N = T*B rows. Sequences are time-major, (T, B, ...), because the recurrence walk
 one contiguous (B, H) block. Rows multiply weights from the left (`x @ W`, batch-first rows).
 
 The recurrent layers take `xw`, the input projection `x_t W_xh + b` of every step, made before the
-time loop by one product (affine_forward) or one row lookup (embedding_forward). Inside the loop
+time loop by one product (affine_forward) or one row lookup (embedding_forward); the gated cells
+take it gate-major, (G, T, B, H), from gate_projection, which does the same. Inside the loop
 only the recurrent product `h_{t-1} W_hh` remains, and their backward returns `dxw` so the weight
 gradients are again one product over all N rows after the loop.
 """
