@@ -52,8 +52,8 @@ class Stepper:
     [x_t, h_{t-1}] @ [W_xh; W_hh] makes both products in one; for the LSTM and GRU, the sigmoid
     columns halved as the sequence forwards halve them (exact: halving is exact in floating point).
     The matrices are kept transposed, (G*H, K), and multiply the vector from the left: BLAS's
-    matrix-vector product reads them row by row, measured 10-30% faster here than x @ W on the
-    (K, G*H) array.
+    matrix-vector product reads them row by row, measured as fast or faster here than x @ W on the
+    (K, G*H) array (4 MB: 40 vs 40 us; 8 MB: 63 vs 71 us; the output layer: 1.8 vs 2.5 us).
     The state is the same dict as model.step's, for one stream: each (L, 1, H), updated in place.
     """
 

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from charnn import baselines, checkpoint, data, evaluate, model, optim, sample, schedule
-from charnn.runs import BEST, LATEST, MetricsLog, make_run_dir, stem
 from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
+from charnn.runs import BEST, LATEST, MetricsLog, make_run_dir, stem
 
 # What a resumed run may change; everything else defines the run (model, data layout, randomness).
 RESUMABLE = ("steps", "epochs", "learning_rate", "grad_clip", "eval_every", "lr_schedule", "warmup_steps",
