@@ -18,11 +18,10 @@ from tqdm import tqdm
 
 from charnn import __version__, bench as bench_mod, checkpoint, data, describe, evaluate, gradcheck as gradcheck_mod
 from charnn import sample as sample_mod, schedule, train as train_mod
-from charnn.config import DTYPES, MODELS, OPTIMIZERS, ModelConfig, TrainConfig
+from charnn.config import DEFAULT_STEPS, DTYPES, MODELS, OPTIMIZERS, RESUMABLE, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 
 EXIT_INTERRUPTED = 130  # the shell's convention for a process stopped by Ctrl-C (128 + SIGINT)
-DEFAULT_STEPS = 2800
 
 _defaults = TrainConfig()
 _model_defaults = ModelConfig()
@@ -83,33 +82,35 @@ def cli():
     """
 
 
-# Options of a run that a resumed run may change (train.RESUMABLE), shared by `train` and `resume`:
-# (name, click type, the default of a new run, help). `resume` shows "the run's own" instead.
-_RUN_OPTIONS = [
-    ("--steps", int, None, f"Stop at this many updates in all  [default: {DEFAULT_STEPS} unless --epochs or "
-                           "--time-budget is given]"),
-    ("--epochs", float, None, "Stop after this many passes over the training split (with --steps or --time-budget "
-                              "too, whichever comes first)  [default: no limit]"),
-    ("--time-budget", None, None, "Stop when training has taken this long (90s, 10m, 2h, 1h30m), then evaluate and "
-                                  "save  [default: no limit]"),
-    ("--learning-rate", float, _defaults.learning_rate, "The base step size of the optimizer."),
-    ("--lr-schedule", click.Choice(schedule.SCHEDULES), _defaults.lr_schedule,
-     "constant; cosine down to a tenth; step: /10 at half the run, /100 at three quarters."),
-    ("--warmup-steps", click.IntRange(min=0), _defaults.warmup_steps, "Steps of linear warm-up first."),
-    ("--grad-clip", float, _defaults.grad_clip, "Maximum global gradient norm; 0 turns clipping off."),
-    ("--eval-every", int, _defaults.eval_every,
-     "Steps between validation passes; each writes latest.npz (and best.npz when it improves)."),
-    ("--patience", int, None, "Stop after this many evaluations without a better validation loss  [default: never]"),
-    ("--sample-every", int, None, "Steps between short samples printed on stderr  [default: none]"),
-    ("--keep-every", int, None, "Steps between snapshots kept as step-NNNNNNN.npz  [default: none, only best and latest]"),
-]
+# The options a resumed run may change (config.RESUMABLE, in its order), shared by `train` and
+# `resume`: field -> (click type, the default of a new run, help). `resume` shows "the run's own".
+_RUN_OPTIONS = {
+    "steps": (int, None, f"Stop at this many updates in all  [default: {DEFAULT_STEPS} unless --epochs or "
+                         "--time-budget is given]"),
+    "epochs": (float, None, "Stop after this many passes over the training split (with --steps or --time-budget "
+                            "too, whichever comes first)  [default: no limit]"),
+    "time_budget": (None, None, "Stop when training has taken this long (90s, 10m, 2h, 1h30m), then evaluate and "
+                                "save  [default: no limit]"),
+    "learning_rate": (float, _defaults.learning_rate, "The base step size of the optimizer."),
+    "lr_schedule": (click.Choice(schedule.SCHEDULES), _defaults.lr_schedule,
+                    "constant; cosine down to a tenth; step: /10 at half the run, /100 at three quarters."),
+    "warmup_steps": (click.IntRange(min=0), _defaults.warmup_steps, "Steps of linear warm-up first."),
+    "grad_clip": (float, _defaults.grad_clip, "Maximum global gradient norm; 0 turns clipping off."),
+    "eval_every": (int, _defaults.eval_every,
+                   "Steps between validation passes; each writes latest.npz (and best.npz when it improves)."),
+    "patience": (int, None, "Stop after this many evaluations without a better validation loss  [default: never]"),
+    "sample_every": (int, None, "Steps between short samples printed on stderr  [default: none]"),
+    "keep_every": (int, None, "Steps between snapshots kept as step-NNNNNNN.npz  [default: none, only best and latest]"),
+}
 
 
 def run_options(resuming: bool):
     """Decorate a command with the run options; for `resume`, every default is the run's own."""
     def decorate(f):
-        for name, kind, default, text in reversed(_RUN_OPTIONS):
-            extra = {"callback": _duration} if name == "--time-budget" else {"type": kind}
+        for field in reversed(RESUMABLE):
+            kind, default, text = _RUN_OPTIONS[field]
+            name = "--" + field.replace("_", "-")
+            extra = {"callback": _duration} if field == "time_budget" else {"type": kind}
             if resuming:
                 text = text.split("  [default:")[0] + "  [default: the run's own]"
                 f = click.option(name, default=None, show_default=False, help=text, **extra)(f)

@@ -17,6 +17,12 @@ from charnn.schedule import SCHEDULES
 MODELS = ("rnn", "lstm", "gru")
 OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
 DTYPES = ("float32", "float64")
+# What a resumed run may change (TrainConfig fields, in the order `charnn train --help` shows them);
+# every other field defines the run (model, data layout, randomness). The CLI's run options and the
+# README's resume section are checked against this list by the tests.
+RESUMABLE = ("steps", "epochs", "time_budget", "learning_rate", "lr_schedule", "warmup_steps", "grad_clip",
+             "eval_every", "patience", "sample_every", "keep_every")
+DEFAULT_STEPS = 2800  # the limit of `charnn train` when none of --steps, --epochs, --time-budget is given
 
 
 def _positive(name: str, value) -> None:

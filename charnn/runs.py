@@ -4,17 +4,22 @@
                                         best.npz     the state with the best validation loss so far
                                         metrics.jsonl one JSON object a line: train, eval, rollback
                                         step-<N>.npz snapshots kept by --keep-every
+                                        .lock        the pid of the process writing the folder
 """
 
 from __future__ import annotations
 
+import errno
 import json
-import math
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 
 from charnn.errors import CharnnError
 
-LATEST, BEST, METRICS = "latest.npz", "best.npz", "metrics.jsonl"
+LATEST, BEST, METRICS, LOCK = "latest.npz", "best.npz", "metrics.jsonl", ".lock"
+PREVIOUS_BEST = ".previous-best.npz"  # best.npz before the last improvement, while a rollback can undo it
 
 
 def stem(path) -> str:
@@ -22,25 +27,38 @@ def stem(path) -> str:
     return os.path.splitext(os.path.basename(os.fspath(path)))[0] or "run"
 
 
-def make_run_dir(checkpoint_dir, run_name: str | None, default_name: str) -> str:
-    """Create this run's own folder under checkpoint_dir. A default name gets the first free
+def check_run_name(run_name: str) -> None:
+    """A run name is one folder inside the checkpoint folder: no separator, no "." or "..", not empty."""
+    seps = [sep for sep in (os.sep, os.altsep) if sep]
+    if run_name in ("", ".", "..") or any(sep in run_name for sep in seps):
+        raise CharnnError(f"--run-name {run_name!r} must be a plain folder name (no {' or '.join(seps)}, "
+                          "not '.' or '..', not empty)")
+
+
+def make_run_dir(checkpoint_dir, run_name: str | None, default_name: str) -> tuple[str, bool]:
+    """This run's own folder under checkpoint_dir, and whether it was created here (only such a
+    folder may be removed when the session saves nothing). A default name gets the first free
     suffix (-1, -2, ...) so earlier runs are never touched; an explicit run name that already holds
     files is refused."""
     checkpoint_dir = os.fspath(checkpoint_dir)
+    if run_name is not None:
+        check_run_name(run_name)
     try:
         os.makedirs(checkpoint_dir, exist_ok=True)
         if run_name is not None:
             path = os.path.join(checkpoint_dir, run_name)
-            if os.path.isdir(path) and os.listdir(path):
-                raise CharnnError(f"run folder {path} already holds checkpoints; choose another --run-name")
-            os.makedirs(path, exist_ok=True)
-            return path
+            if os.path.isdir(path):
+                if os.listdir(path):
+                    raise CharnnError(f"run folder {path} already holds checkpoints; choose another --run-name")
+                return path, False
+            os.mkdir(path)
+            return path, True
         n = 1
         while True:
             path = os.path.join(checkpoint_dir, f"{default_name}-{n}")
             try:
                 os.mkdir(path)
-                return path
+                return path, True
             except FileExistsError:
                 n += 1
     except CharnnError:
@@ -49,21 +67,104 @@ def make_run_dir(checkpoint_dir, run_name: str | None, default_name: str) -> str
         raise CharnnError(f"cannot write checkpoints to {checkpoint_dir}: {e.strerror or e}; choose another --checkpoint-dir") from None
 
 
+def holds_checkpoints(run_dir: str) -> bool:
+    return any(name.endswith(".npz") and not name.startswith(".") for name in os.listdir(run_dir))
+
+
+@contextmanager
+def locked(run_dir: str):
+    """Hold run_dir's lock file (our pid, made with O_EXCL) while the block runs, so two processes
+    never write one run's files at once. A lock whose process is gone is stale and taken over."""
+    path = os.path.join(run_dir, LOCK)
+    for attempt in (1, 2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if attempt == 2 or (holder is not None and _alive(holder)):
+                who = f"process {holder}" if holder is not None else "another process"
+                raise CharnnError(f"run folder {run_dir} is in use by {who} (its {LOCK}); wait for it to end, "
+                                  f"or delete {path} if no charnn is running there") from None
+            os.unlink(path)  # its process is gone
+        except OSError as e:
+            raise CharnnError(f"cannot write {path}: {e.strerror or e}; choose another --checkpoint-dir") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        os.unlink(path)
+
+
+def _lock_holder(path: str) -> int | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None  # unreadable or half-written: treated as stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except OSError as e:
+        return e.errno == errno.EPERM  # it exists, under another user
+    return True
+
+
+def keep_previous_best(run_dir: str) -> bool:
+    """Keep best.npz under PREVIOUS_BEST before a new best replaces it (a hard link: no copy). False
+    if there is no best.npz yet."""
+    best, previous = os.path.join(run_dir, BEST), os.path.join(run_dir, PREVIOUS_BEST)
+    if not os.path.exists(best):
+        return False
+    drop_previous_best(run_dir)
+    try:
+        os.link(best, previous)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(best, previous)
+    return True
+
+
+def restore_previous_best(run_dir: str, had_best: bool) -> None:
+    """Undo the last improvement on disk: best.npz becomes the one before it (or goes, if none)."""
+    best, previous = os.path.join(run_dir, BEST), os.path.join(run_dir, PREVIOUS_BEST)
+    if had_best:
+        os.replace(previous, best)
+    elif os.path.exists(best):
+        os.unlink(best)
+
+
+def drop_previous_best(run_dir: str) -> None:
+    previous = os.path.join(run_dir, PREVIOUS_BEST)
+    if os.path.exists(previous):
+        os.unlink(previous)
+
+
 class MetricsLog:
     """metrics.jsonl, opened for appending. A resumed run (step > 0) first drops the lines written
     after its checkpoint (they belong to a future that did not happen) and any line cut short by a
-    crash, rewriting the file atomically."""
+    crash, rewriting the file atomically (a unique temporary name in the folder, synced, then
+    renamed over it)."""
 
     def __init__(self, run_dir: str, step: int):
         path = os.path.join(run_dir, METRICS)
         try:
             if step and os.path.exists(path):
                 with open(path, encoding="utf-8") as f:
-                    kept = [line for line in f if (_line_step(line) or math.inf) <= step]
-                tmp = path + ".tmp"
-                with open(tmp, "w", encoding="utf-8") as f:
-                    f.writelines(kept)
-                os.replace(tmp, path)
+                    kept = [line for line in f if _line_step(line) is not None and _line_step(line) <= step]
+                fd, tmp = tempfile.mkstemp(prefix=".", suffix=".jsonl.tmp", dir=run_dir)
+                os.fchmod(fd, os.stat(path).st_mode & 0o777)  # mkstemp makes it owner-only: keep the log's mode
+                try:
+                    with os.fdopen(fd, "w", encoding="utf-8") as f:
+                        f.writelines(kept)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.replace(tmp, path)
+                except BaseException:
+                    os.unlink(tmp)
+                    raise
             self.file = open(path, "a", encoding="utf-8")
         except OSError as e:
             raise CharnnError(f"cannot write {path}: {e.strerror or e}; choose another --checkpoint-dir") from None
@@ -77,8 +178,8 @@ class MetricsLog:
 
 
 def _line_step(line: str) -> int | None:
-    """The step of a metrics.jsonl line, or None for a line that is not a whole JSON record (no
-    line has step 0: the first is written after the first update)."""
+    """The step of a metrics.jsonl line, or None for a line that is not a whole JSON record (a
+    rollback before a new run's first update is logged at step 0)."""
     try:
         return json.loads(line)["step"]
     except (ValueError, KeyError, TypeError):

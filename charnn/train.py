@@ -7,72 +7,43 @@ window of the same stream as a constant; it is reset to zero at the start of eve
 training split and after a rollback, and evaluation always starts from zero (evaluate.mean_loss).
 
 Every `eval_every` steps and when the run ends, the whole validation split is scored and the run's
-folder (charnn/runs.py) gets `latest.npz` and, if the validation loss is the best so far,
-`best.npz`; `metrics.jsonl` logs the run as it goes. A checkpoint holds the whole RunState, so
+folder (charnn/runs.py) gets `best.npz`, if the validation loss is the best so far, then
+`latest.npz`; `metrics.jsonl` logs the run as it goes. A checkpoint holds the whole RunState, so
 `resume` continues a run exactly: the same updates, bit for bit, as if it had never stopped (as
 long as the limits, which size the learning-rate schedule, stay the same).
 
-A step whose loss is NaN, infinite or far above its recent level is not applied: the run rolls
-back to the state before the previous update (kept in memory), halves the learning rate, skips the
-batch and goes on; after MAX_ROLLBACKS in a row it stops.
-
-The library never prints: it reports to a Reporter (the CLI draws the progress bar from it).
+The pieces around the loop: limits.py (when the run ends, the learning rate), recovery.py
+(divergence and rollback), reports.py (the lines the user reads). The library never prints: it
+reports to a Reporter (the CLI draws the progress bar from it).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import shutil
 import signal
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from charnn import baselines, checkpoint, data, evaluate, model, optim, sample, schedule
-from charnn.config import ModelConfig, TrainConfig
+from charnn import baselines, checkpoint, data, evaluate, model, optim, reports, runs, sample
+from charnn.config import RESUMABLE, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
+from charnn.limits import Limits, total_steps
+from charnn.recovery import MAX_ROLLBACKS, RECENT, Recovery, is_diverging
+from charnn.reports import Progress, Reporter, show as _show
 from charnn.runs import BEST, LATEST, MetricsLog, make_run_dir, stem
 
-# What a resumed run may change; everything else defines the run (model, data layout, randomness).
-RESUMABLE = ("steps", "epochs", "learning_rate", "grad_clip", "eval_every", "lr_schedule", "warmup_steps",
-             "time_budget", "patience", "sample_every", "keep_every")
-# A loss above both SPIKE_FACTOR times its recent mean and that mean plus SPIKE_NATS is treated as
-# divergence: the factor alone would flag ordinary noise once the loss is small (0.5 after 0.1).
-SPIKE_FACTOR = 2.0
-SPIKE_NATS = 1.0
-RECENT = 50  # training losses the recent mean is taken over
-MAX_ROLLBACKS = 5  # rollbacks in a row before the run stops
+__all__ = ["train", "resume", "Result", "Reporter", "Progress", "RunState", "RESUMABLE", "MAX_ROLLBACKS",
+           "total_steps", "activation_bytes"]
+
 LOG_EVERY = 10  # steps per training line in metrics.jsonl
 SAMPLE_LENGTH = 200  # characters of each --sample-every sample
 SAMPLE_TEMPERATURE = 0.8
-
-
-@dataclass
-class Progress:
-    step: int  # updates done
-    total_steps: int  # the expected number at the end (the time budget can make it an estimate)
-    loss: float  # this step's training loss, nats/char
-    grad_norm: float  # before clipping
-    chars_per_sec: float  # B*T / time of this step
-    epoch: float  # passes over the training split, fractional
-    learning_rate: float
-
-
-class Reporter:
-    """Where the loop's news goes. The default ignores it all; the CLI draws a progress bar."""
-
-    def start(self, total_steps: int, first_step: int) -> None: ...
-
-    def step(self, progress: Progress) -> None: ...
-
-    def note(self, line: str) -> None: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -130,27 +101,20 @@ class RunState:
                    history=h["history"])
 
 
-def total_steps(config: TrainConfig, windows_per_epoch: int) -> int | None:
-    """The run's step limit: --steps, --epochs, or whichever ends first (None: time budget only)."""
-    by_epochs = math.ceil(config.epochs * windows_per_epoch) if config.epochs is not None else None
-    candidates = [s for s in (config.steps, by_epochs) if s is not None]
-    return max(1, min(candidates)) if candidates else None
-
-
 def train(corpus_path, model_config: ModelConfig, train_config: TrainConfig, checkpoint_dir="checkpoints",
           run_name: str | None = None, reporter: Reporter | None = None) -> Result:
     """Train a new model on the text at corpus_path; model_config.vocab_size is set from the text."""
-    tc = train_config.validate()
+    config = train_config.validate()
     model_config.validate()  # the vocabulary size is checked again once the text is read
     corpus = data.read_corpus(corpus_path)
-    mc = dataclasses.replace(model_config, vocab_size=corpus.vocab.size).validate()
-    data.check_sizes(len(corpus.ids), tc.val_frac, tc.batch_size, tc.seq_length)
-    run_dir = make_run_dir(checkpoint_dir, run_name, f"{stem(corpus_path)}-{mc.model}")
-    rng = np.random.default_rng(tc.random_seed)
-    params = model.init_params(mc, rng, tc.dtype)
-    state = RunState(params=params, opt_state=optim.init_state(tc.optimizer, params),
-                     carried=model.zero_state(mc, tc.batch_size, tc.dtype), rng=rng)
-    return _Run(mc, tc, corpus, run_dir, state, reporter, new_run=True).go()
+    model_config = dataclasses.replace(model_config, vocab_size=corpus.vocab.size).validate()
+    data.check_sizes(len(corpus.ids), config.val_frac, config.batch_size, config.seq_length)
+    run_dir, created = make_run_dir(checkpoint_dir, run_name, f"{stem(corpus_path)}-{model_config.model}")
+    rng = np.random.default_rng(config.random_seed)
+    params = model.init_params(model_config, rng, config.dtype)
+    state = RunState(params=params, opt_state=optim.init_state(config.optimizer, params),
+                     carried=model.zero_state(model_config, config.batch_size, config.dtype), rng=rng)
+    return Training(model_config, config, corpus, run_dir, state, reporter, created_dir=created).run()
 
 
 def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None, reporter: Reporter | None = None) -> Result:
@@ -161,16 +125,19 @@ def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None
     ckpt = checkpoint.load(checkpoint_path)
     old, old_model = ckpt.train_config, ckpt.model_config.to_dict()
     changes, fixed = {}, []
-    for k, v in (overrides or {}).items():
-        if k in old_model:
-            if old_model[k] != v:
-                fixed.append(k)
-        elif getattr(old, k) != v:
-            (changes.__setitem__(k, v) if k in RESUMABLE else fixed.append(k))
+    for name, value in (overrides or {}).items():
+        if name in old_model:
+            if old_model[name] != value:
+                fixed.append(name)
+        elif getattr(old, name) != value:
+            if name in RESUMABLE:
+                changes[name] = value
+            else:
+                fixed.append(name)
     if fixed:
         names = ", ".join("--" + k.replace("_", "-") for k in fixed)
         raise CharnnError(f"a resumed run cannot change {names} (they define the run); start a new run instead")
-    tc = dataclasses.replace(old, **changes).validate()
+    config = dataclasses.replace(old, **changes).validate()
     corpus_path = corpus_path or ckpt.header["corpus"]["path"]
     corpus = data.read_corpus(corpus_path)
     if corpus.sha256 != ckpt.header["corpus"]["sha256"]:
@@ -179,25 +146,18 @@ def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None
     state = RunState.from_checkpoint(ckpt)
     if "learning_rate" in changes:
         state.lr_scale = 1.0  # a rate the user sets replaces the one rollbacks had lowered
-    limit = total_steps(tc, data.windows_per_epoch(len(data.split(corpus.ids, tc.val_frac)[0]), tc.batch_size,
-                                                   tc.seq_length))
-    if (limit is not None and limit <= state.step) or (tc.time_budget is not None and state.elapsed >= tc.time_budget):
-        raise CharnnError(f"this run already reached its limit ({state.step} steps, "
-                          f"{schedule.format_duration(state.elapsed)}); give a larger --steps (the run's total), "
-                          "--epochs or --time-budget to continue it")
-    run_dir = os.path.dirname(checkpoint_path) or "."
+    train_chars = len(data.split(corpus.ids, config.val_frac)[0])
+    limit = total_steps(config, data.windows_per_epoch(train_chars, config.batch_size, config.seq_length))
+    if (limit is not None and limit <= state.step) or (config.time_budget is not None and state.elapsed >= config.time_budget):
+        raise CharnnError(reports.limit_already_reached(state.step, state.elapsed))
+    run_dir, created = os.path.dirname(checkpoint_path) or ".", False
     branched = _would_overwrite(checkpoint_path, ckpt)
     if branched:  # continue in a new folder beside it, so nothing newer or foreign is overwritten
         folder = os.path.abspath(run_dir)
-        run_dir = make_run_dir(os.path.dirname(folder), None, f"{os.path.basename(folder)}-from-{state.step}")
-    said = ", ".join(f"--{k.replace('_', '-')} {_show(k, getattr(old, k))} -> {_show(k, v)}" for k, v in changes.items())
-    first = f"resuming {checkpoint_path} at step {state.step}" + (f"; changed: {said}" if said else "; same settings")
-    if branched:
-        first += f"; continuing in {run_dir} (the folder's latest.npz is newer, damaged or another run's)"
-    if tc.lr_schedule != "constant" and ({"steps", "epochs", "time_budget"} & set(changes)):
-        first += "; the learning-rate schedule is now sized by the new limit"
-    return _Run(ckpt.model_config, tc, corpus, run_dir, state, reporter, new_run=branched, first_note=first,
-                baseline_bits=ckpt.header.get("baselines")).go()
+        run_dir, created = make_run_dir(os.path.dirname(folder), None, f"{os.path.basename(folder)}-from-{state.step}")
+    opening = reports.resuming(checkpoint_path, state.step, old, changes, run_dir if branched else None)
+    return Training(ckpt.model_config, config, corpus, run_dir, state, reporter, created_dir=created,
+                    opening_note=opening, baseline_bits=ckpt.header.get("baselines")).run()
 
 
 def _would_overwrite(checkpoint_path: str, ckpt: checkpoint.Checkpoint) -> bool:
@@ -215,301 +175,238 @@ def _would_overwrite(checkpoint_path: str, ckpt: checkpoint.Checkpoint) -> bool:
     return not same_run or other["step"] > ckpt.header["step"]
 
 
-def _show(name: str, value) -> str:
-    if value is None:
-        return "none"
-    if name == "time_budget":
-        return schedule.format_duration(value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
+@dataclass
+class Session:
+    """What one session of a run keeps and does not save: its timing and what is on disk."""
+
+    first_step: int  # the run's step when this session started
+    started: float  # time.perf_counter() then ...
+    elapsed_before: float  # ... and the run's training time before it
+    step_time: float | None = None  # smoothed seconds per step
+    eval_time: float = 0.0  # seconds of the last evaluation
+    unsaved_changes: int = 0  # updates and rollbacks since latest.npz was last written
+    pending_log: list = field(default_factory=list)  # (loss, grad norm, chars/s) since the last metrics line
 
 
-class _Run:
+class Training:
     """One session of a run: from a RunState (new or resumed) to the end, a stop or an interruption."""
 
-    def __init__(self, mc: ModelConfig, tc: TrainConfig, corpus: data.Corpus, run_dir: str, state: RunState,
-                 reporter: Reporter | None, new_run: bool, first_note: str | None = None,
+    def __init__(self, model_config: ModelConfig, config: TrainConfig, corpus: data.Corpus, run_dir: str,
+                 state: RunState, reporter: Reporter | None, created_dir: bool, opening_note: str | None = None,
                  baseline_bits: dict | None = None):
-        self.mc, self.tc, self.run_dir, self.s = mc, tc, run_dir, state
+        self.model_config, self.config, self.run_dir, self.state = model_config, config, run_dir, state
         self.reporter = reporter or Reporter()
-        self.first_note = first_note
+        self.opening_note = opening_note
         self.vocab = corpus.vocab
-        self.train_ids, self.val_ids = data.split(corpus.ids, tc.val_frac)
-        self.stream = data.BatchStream(self.train_ids, tc.batch_size, tc.seq_length)
+        self.train_ids, self.val_ids = data.split(corpus.ids, config.val_frac)
+        self.stream = data.BatchStream(self.train_ids, config.batch_size, config.seq_length)
         self.stream.epoch, self.stream.window = state.cursor
-        self.limit = total_steps(tc, self.stream.windows_per_epoch)  # None: the time budget alone
-        self.static = {
-            "model": mc.to_dict(), "train": tc.to_dict(), "vocab": corpus.vocab.chars,
+        self.limits = Limits(config, self.stream.windows_per_epoch)
+        self.run_facts = {  # the header entries that do not change as the run goes on
+            "model": model_config.to_dict(), "train": config.to_dict(), "vocab": corpus.vocab.chars,
             "corpus": {"path": os.path.abspath(corpus.path), "sha256": corpus.sha256, "chars": len(corpus.ids),
                        "train_chars": len(self.train_ids), "val_chars": len(self.val_ids)},
+            "baselines": baseline_bits,  # computed before the first step of a new run
         }
-        self.new_run = new_run  # this session made run_dir: remove it if it ends with nothing saved
-        self.baseline_bits = baseline_bits  # computed before the first step of a new run
-        self.snapshot = None  # (params, opt_state, step) before the last update
-        self.step_time = None  # smoothed seconds per step
-        self.eval_time = 0.0  # seconds of the last evaluation
-        self.log_acc = []  # (loss, norm, chars/s) since the last metrics line
+        self.created_dir = created_dir  # this session made run_dir: remove it if it ends with nothing saved
+        self.recovery = Recovery(run_dir)
+        self.session = Session(first_step=state.step, started=time.perf_counter(), elapsed_before=state.elapsed)
 
-    # -- the loop ---------------------------------------------------------------------------------
-
-    def go(self) -> Result:
-        """Run the session. Ctrl-C, from here on, only raises a flag: the step under way (or the
-        evaluation) finishes, its state is saved, and the session ends."""
-        with _interrupt_flag() as interrupted:
-            self.metrics = MetricsLog(self.run_dir, self.s.step)
-            try:
+    def run(self) -> Result:
+        """Run the session with run_dir locked. Ctrl-C, from here on, only raises a flag: the step
+        under way (or the evaluation) finishes, its state is saved, and the session ends."""
+        try:
+            with ExitStack() as stack:
+                stack.enter_context(runs.locked(self.run_dir))
+                self.metrics = MetricsLog(self.run_dir, self.state.step)
+                stack.callback(self.metrics.close)
+                stack.callback(self.recovery.close)
+                interrupted = stack.enter_context(_interrupt_flag())
                 status, message = self._loop(interrupted)
-            finally:
-                self.metrics.close()
-                if self.new_run and not any(name.endswith(".npz") for name in os.listdir(self.run_dir)):
-                    shutil.rmtree(self.run_dir)  # a new run that saved nothing leaves no folder behind
-        return Result(run_dir=self.run_dir, status=status, step=self.s.step, best_val_loss=self.s.best, message=message)
+        finally:
+            if self.created_dir and not runs.holds_checkpoints(self.run_dir):
+                shutil.rmtree(self.run_dir)  # a new folder that got no checkpoint is not left behind
+        return Result(run_dir=self.run_dir, status=status, step=self.state.step, best_val_loss=self.state.best,
+                      message=message)
 
     def _loop(self, interrupted) -> tuple[str, str]:
-        s, tc = self.s, self.tc
-        self.static["baselines"] = self.baseline_bits or self._baselines()
-        self._preflight()
-        status, message = "done", ""
-        rollbacks_in_row = 0
-        first_step, saved_step = s.step, s.step  # where this session started; the last step on disk
-        self.clock = (time.perf_counter(), s.elapsed)  # this session's start, and the time before it
-        self.reporter.start(self._expected_total(), s.step)
+        state, config = self.state, self.config
+        self._start()
         while True:
             self._tick()
-            status = self._limit_reached() or ("interrupted" if interrupted() else None)
-            if status:  # a run that reached its limit is done, Ctrl-C or not
-                break
+            stop = self.limits.reached(state, self.session.step_time, self.session.eval_time)
+            if stop or interrupted():  # a run that reached its limit is done, Ctrl-C or not
+                return self._finish(stop or "interrupted")
             t0 = time.perf_counter()
-            inputs, targets, first = self.stream.next()
-            if first:  # a new pass over the text: forget the last one's context
-                s.carried = model.zero_state(self.mc, tc.batch_size, tc.dtype)
-            lr = self._learning_rate()
-            loss, grads, new_carried = model.loss_and_grads(s.params, self.mc, inputs, targets, s.carried, rng=s.rng)
-            norm = optim.clip_by_global_norm(grads, tc.grad_clip) if grads else math.nan
-            if self._diverging(loss, norm):
-                rollbacks_in_row += 1
-                if rollbacks_in_row > MAX_ROLLBACKS:
-                    status, message = "diverged", self._give_up(loss, rollbacks_in_row)
-                    break
-                self._rollback(loss)
+            inputs, targets = self._next_batch()
+            lr = self.limits.learning_rate(state)
+            loss, grads, carried = model.loss_and_grads(state.params, self.model_config, inputs, targets,
+                                                        state.carried, rng=state.rng)
+            grad_norm = optim.clip_by_global_norm(grads, config.grad_clip) if grads else float("nan")
+            if is_diverging(loss, grad_norm, state.recent):
+                if self.recovery.in_a_row == MAX_ROLLBACKS:
+                    return "diverged", self._give_up(loss)
+                self._roll_back(loss)
                 continue
-            rollbacks_in_row = 0
-            self._take_snapshot()
-            s.step += 1
-            optim.update(tc.optimizer, s.params, grads, s.opt_state, lr, s.step)
-            s.carried = new_carried
-            s.recent = (s.recent + [loss])[-RECENT:]
-            dt = time.perf_counter() - t0
-            self.step_time = dt if self.step_time is None else 0.9 * self.step_time + 0.1 * dt
-            self._log_step(loss, norm, inputs.size / dt, lr)
-            self.reporter.step(Progress(s.step, self._expected_total(), loss, norm, inputs.size / dt,
-                                        self.stream.position, lr))
-            if tc.sample_every and s.step % tc.sample_every == 0:
-                self._print_sample()
-            if s.step % tc.eval_every == 0 or s.step == self.limit:
-                self._evaluate_and_save()
-                saved_step = s.step
-            if tc.keep_every and s.step % tc.keep_every == 0:
-                self._save(f"step-{s.step:07d}.npz")
-        if status == "interrupted":
-            if s.step == first_step:
-                message = "interrupted before a step was made: nothing new to save"
-            else:
-                path = os.path.join(self.run_dir, LATEST) if saved_step == s.step else self._save(LATEST)
-                message = f"interrupted: saved the state after step {s.step} to {path}"
-        elif status in ("done", "time budget", "patience"):
-            if not s.history["step"] or s.history["step"][-1] != s.step:
-                self._evaluate_and_save()  # the run's end is always evaluated and saved
-            reason = {"done": "done", "time budget": "the time budget is spent",
-                      "patience": f"no better validation loss in {tc.patience} evaluations"}[status]
-            message = (f"{reason}: {s.step} steps in {schedule.format_duration(s.elapsed)}; best val loss "
-                       f"{s.best:.3f} nats/char at step {s.best_step}, saved as {os.path.join(self.run_dir, BEST)}")
-        return status, message
+            self._update(grads, carried, loss, lr)
+            self._after_step(loss, grad_norm, lr, inputs.size, time.perf_counter() - t0)
 
-    def _tick(self) -> None:
-        """Bring s.elapsed up to now: the run's training time, across sessions."""
-        started, before = self.clock
-        self.s.elapsed = before + time.perf_counter() - started
+    # -- the step's parts -------------------------------------------------------------------------
 
-    def _limit_reached(self) -> str | None:
-        s, tc = self.s, self.tc
-        if self.limit is not None and s.step >= self.limit:
-            return "done"
-        if tc.time_budget is not None:
-            # Stop when one more step and the final evaluation would not fit in the budget.
-            if s.elapsed + (self.step_time or 0.0) + self.eval_time >= tc.time_budget:
-                return "time budget"
-        if tc.patience is not None and s.best_step is not None:
-            evals_since = sum(1 for k in s.history["step"] if k > s.best_step)
-            if evals_since >= tc.patience:
-                return "patience"
-        return None
+    def _next_batch(self):
+        inputs, targets, new_pass = self.stream.next()  # each (B, T)
+        if new_pass:  # a new pass over the text: forget the last one's context
+            self.state.carried = model.zero_state(self.model_config, self.config.batch_size, self.config.dtype)
+        return inputs, targets
 
-    def _progress(self) -> float:
-        """Fraction of the run done, against whichever limit ends it first."""
-        s, tc = self.s, self.tc
-        fractions = [s.step / self.limit] if self.limit else []
-        if tc.time_budget is not None:
-            fractions.append(s.elapsed / tc.time_budget)
-        return min(1.0, max(fractions)) if fractions else 0.0
+    def _update(self, grads, carried, loss, lr) -> None:
+        state = self.state
+        self.recovery.before_update(state)
+        state.step += 1
+        optim.update(self.config.optimizer, state.params, grads, state.opt_state, lr, state.step)
+        state.carried = carried
+        state.recent = (state.recent + [loss])[-RECENT:]
+        self.session.unsaved_changes += 1
 
-    def _expected_total(self) -> int:
-        """Steps the run will have at its end, for the progress bar's ETA: the step limit, or
-        what the time budget leaves room for at the current speed, whichever is smaller."""
-        s, tc = self.s, self.tc
-        totals = [self.limit] if self.limit else []
-        if tc.time_budget is not None and self.step_time:
-            totals.append(s.step + max(0, int((tc.time_budget - s.elapsed - self.eval_time) / self.step_time)))
-        return min(totals) if totals else s.step
+    def _after_step(self, loss, grad_norm, lr, chars, dt) -> None:
+        """Log the step (chars characters in dt seconds), then sample, evaluate and keep a snapshot
+        when they are due."""
+        state, config, session = self.state, self.config, self.session
+        chars_per_sec = chars / dt
+        session.step_time = dt if session.step_time is None else 0.9 * session.step_time + 0.1 * dt
+        self._log_step(loss, grad_norm, chars_per_sec, lr)
+        self.reporter.step(Progress(state.step, self._expected_total(), loss, grad_norm, chars_per_sec,
+                                    self.stream.position, lr))
+        if config.sample_every and state.step % config.sample_every == 0:
+            self._print_sample()
+        if state.step % config.eval_every == 0 or state.step == self.limits.steps:
+            self._evaluate_and_save()
+        if config.keep_every and state.step % config.keep_every == 0:
+            self._save(f"step-{state.step:07d}.npz")
 
-    def _learning_rate(self) -> float:
-        tc = self.tc
-        warm = tc.warmup_steps
-        warm_fraction = (warm / self.limit if self.limit else 0.0) if warm else 0.0
-        f = schedule.factor(tc.lr_schedule, self.s.step + 1, self._progress(), warm, warm_fraction)
-        return tc.learning_rate * self.s.lr_scale * f
+    def _roll_back(self, loss: float) -> None:
+        state = self.state
+        bad_step = state.step + 1  # the update whose loss was bad (it was not applied)
+        zero = model.zero_state(self.model_config, self.config.batch_size, self.config.dtype)
+        self.recovery.roll_back(state, zero)
+        self.session.unsaved_changes += 1
+        self.reporter.note(reports.rolled_back(bad_step, loss, state.step, state.lr_scale))
+        self._metric(event="rollback", loss=loss if np.isfinite(loss) else None, lr_scale=state.lr_scale)
 
-    # -- divergence -------------------------------------------------------------------------------
-
-    def _diverging(self, loss: float, norm: float) -> bool:
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            return True
-        recent = self.s.recent
-        if len(recent) < 10:
-            return False
-        mean = float(np.mean(recent))
-        return loss > SPIKE_FACTOR * mean and loss > mean + SPIKE_NATS
-
-    def _take_snapshot(self) -> None:
-        """Keep the parameters and optimizer state before this update, in copies made once and
-        refilled (a few ms a step at most)."""
-        s = self.s
-        if self.snapshot is None:
-            self.snapshot = (_copy(s.params), {k: _copy(v) for k, v in s.opt_state.items()}, 0)
-        params, opt_state, _ = self.snapshot
-        _copy_into(params, s.params)
-        for k in opt_state:
-            _copy_into(opt_state[k], s.opt_state[k])
-        self.snapshot = (params, opt_state, s.step)
-
-    def _rollback(self, loss: float) -> None:
-        """Undo the last update, halve the learning rate, skip the batch just drawn. The carried
-        state restarts from zero: the windows it summed up are no longer the ones before the next.
-        Before this session's first update there is nothing to undo: the batch is only skipped."""
-        s = self.s
-        bad = s.step + 1  # the update whose loss was bad (it was not applied)
-        if self.snapshot is not None:
-            params, opt_state, s.step = self.snapshot
-            _copy_into(s.params, params)
-            for k in opt_state:
-                _copy_into(s.opt_state[k], opt_state[k])
-            for key in s.history:  # evaluations of the undone step are no longer the run's
-                s.history[key] = s.history[key][:sum(1 for k in s.history["step"] if k <= s.step)]
-        s.carried = model.zero_state(self.mc, self.tc.batch_size, self.tc.dtype)
-        s.lr_scale *= 0.5
-        s.rollbacks += 1
-        what = "NaN or infinite" if not math.isfinite(loss) else f"{loss:.3f}, far above its recent mean"
-        self.reporter.note(f"step {bad}: loss {what}; rolled back to step {s.step}, learning rate halved "
-                           f"(now x{s.lr_scale:g}), batch skipped")
-        self._metric(event="rollback", loss=loss if math.isfinite(loss) else None, lr_scale=s.lr_scale)
-
-    def _give_up(self, loss: float, in_row: int) -> str:
-        s = self.s
-        cause = "NaN or infinite" if not math.isfinite(loss) else "far above its recent level"
-        if s.step > 0:  # the rollbacks left the last good state in place: keep it
+    def _give_up(self, loss: float) -> str:
+        state = self.state
+        if state.step > 0:  # the rollbacks left the last good state in place: keep it
             self._save(LATEST)
-            kept = f"latest.npz holds the last good state (step {s.step})"
-            if s.best is not None:
-                kept += f", best.npz the best (val loss {s.best:.3f} at step {s.best_step})"
-        else:
-            kept = "no update was made, so nothing was saved"
-        return (f"the loss was still {cause} after {in_row - 1} rollbacks in a row; training stopped; {kept}; "
-                "try a lower --learning-rate or --grad-clip")
+        return reports.gave_up(loss, self.recovery.in_a_row, state.step, state.best, state.best_step)
+
+    # -- the session's start and end --------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self.run_facts["baselines"] is None:
+            self.run_facts["baselines"] = self._baselines()
+        self._preflight()
+        self.session.started, self.session.elapsed_before = time.perf_counter(), self.state.elapsed
+        self.reporter.start(self._expected_total(), self.state.step)
+
+    def _finish(self, status: str) -> tuple[str, str]:
+        """Save what the session has not saved yet, and say how the run ended."""
+        state = self.state
+        if status == "interrupted":
+            if state.step == 0 or (state.step == self.session.first_step and not self.session.unsaved_changes):
+                return status, "interrupted before a step was made: nothing new to save"
+            path = self._save(LATEST) if self.session.unsaved_changes else os.path.join(self.run_dir, LATEST)
+            return status, f"interrupted: saved the state after step {state.step} to {path}"
+        if not state.history["step"] or state.history["step"][-1] != state.step:
+            self._evaluate_and_save()  # the run's end is always evaluated and saved
+        elif self.session.unsaved_changes:  # evaluated, but a rollback changed the state since
+            self._save(LATEST)
+        return status, reports.finished(status, state, self.config.patience, os.path.join(self.run_dir, BEST))
 
     # -- evaluation, checkpoints, logs ------------------------------------------------------------
 
     def _evaluate_and_save(self) -> None:
-        s = self.s
+        state = self.state
         t0 = time.perf_counter()
-        s.val_loss = evaluate.mean_loss(s.params, self.mc, self.val_ids)
-        self.eval_time = time.perf_counter() - t0
+        state.val_loss = evaluate.mean_loss(state.params, self.model_config, self.val_ids)
+        self.session.eval_time = time.perf_counter() - t0
         self._tick()
-        train_losses = s.recent[-min(len(s.recent), self.tc.eval_every):]
-        s.history["step"].append(s.step)
-        s.history["train_loss"].append(float(np.mean(train_losses)) if train_losses else None)
-        s.history["val_loss"].append(s.val_loss)
-        improved = s.best is None or s.val_loss < s.best
+        train_losses = state.recent[-min(len(state.recent), self.config.eval_every):]
+        state.history["step"].append(state.step)
+        state.history["train_loss"].append(float(np.mean(train_losses)) if train_losses else None)
+        state.history["val_loss"].append(state.val_loss)
+        improved = state.best is None or state.val_loss < state.best
         if improved:
-            s.best, s.best_step = s.val_loss, s.step
+            self.recovery.new_best(state, state.best, state.best_step)
+            state.best, state.best_step = state.val_loss, state.step
+            self._save(BEST)  # before latest.npz, whose header names it: a crash between leaves both true
         self._save(LATEST)
-        if improved:
-            self._save(BEST)
-        b = self.static["baselines"]
-        self.reporter.note(f"step {s.step}  val loss {s.val_loss:.3f} nats/char  {evaluate.bits(s.val_loss):.3f} bits/char"
-                           f"  (unigram {b['unigram_bits']:.2f}, {b['ngram_order']}-gram {b['ngram_bits']:.2f})"
-                           f"{'  best' if improved else ''}")
-        self._metric(event="eval", val_loss=s.val_loss, val_bits=evaluate.bits(s.val_loss), best=improved)
+        self.reporter.note(reports.evaluated(state.step, state.val_loss, self.run_facts["baselines"], improved))
+        self._metric(event="eval", val_loss=state.val_loss, val_bits=evaluate.bits(state.val_loss), best=improved)
 
     def _save(self, name: str) -> str:
-        s = self.s
+        state = self.state
         self._tick()
-        header = dict(self.static, **s.header(self.stream))
+        header = dict(self.run_facts, **state.header(self.stream))
         path = os.path.join(self.run_dir, name)
-        checkpoint.save(path, checkpoint.Checkpoint(header=header, params=s.params, optim_state=s.opt_state,
-                                                    state=s.carried))
+        checkpoint.save(path, checkpoint.Checkpoint(header=header, params=state.params, optim_state=state.opt_state,
+                                                    state=state.carried))
+        if name == LATEST:
+            self.session.unsaved_changes = 0
         return path
 
+    def _tick(self) -> None:
+        """Bring state.elapsed up to now: the run's training time, across sessions."""
+        self.state.elapsed = self.session.elapsed_before + time.perf_counter() - self.session.started
+
+    def _expected_total(self) -> int:
+        return self.limits.expected_total(self.state, self.session.step_time, self.session.eval_time)
+
     def _baselines(self) -> dict:
-        b = baselines.baselines(self.train_ids, self.val_ids, self.vocab.size)
-        self.reporter.note(f"baselines on the validation split: unigram {b['unigram_bits']:.3f} bits/char, "
-                           f"{b['ngram_order']}-gram {b['ngram_bits']:.3f} bits/char (fitted on the training split)")
-        return b
+        bits = baselines.baselines(self.train_ids, self.val_ids, self.vocab.size)
+        self.reporter.note(reports.baselines(bits))
+        return bits
 
     def _preflight(self) -> None:
         """One line before the first step: the model, memory, data and an estimate of time."""
-        s, tc, mc = self.s, self.tc, self.mc
-        if self.first_note:
-            self.reporter.note(self.first_note)
+        state, config, mc = self.state, self.config, self.model_config
+        if self.opening_note:
+            self.reporter.note(self.opening_note)
         inputs, targets = self.stream.peek()
         times = []
         for _ in range(2):  # the first pass also pays for warming up (allocation, BLAS threads)
             t0 = time.perf_counter()
             # A dry step: nothing is updated, and no dropout mask is drawn (the run's rng stays as it is).
-            model.loss_and_grads(s.params, mc, inputs, targets, s.carried)
+            model.loss_and_grads(state.params, mc, inputs, targets, state.carried)
             times.append(time.perf_counter() - t0)
-        step_time = min(times)
-        self.step_time = step_time  # the first estimate, for the progress bar's total
-        n_params = sum(p.size for p in s.params.values())
-        limit = self._expected_total()
-        per_epoch = self.stream.windows_per_epoch
-        todo = max(0, limit - s.step)
-        self.reporter.note(
-            f"pre-flight: {mc.model} {mc.num_layers}x{mc.hidden_size}, {n_params:,} parameters; activations "
-            f"~{activation_bytes(mc, tc.batch_size, tc.seq_length, tc.dtype) / 2**20:.0f} MB at B {tc.batch_size}, "
-            f"T {tc.seq_length}; corpus {self.static['corpus']['chars']:,} characters ({len(self.train_ids):,} train, "
-            f"{len(self.val_ids):,} val); {todo:,} steps to go{' (time budget)' if limit != self.limit else ''}, "
-            f"{todo / per_epoch:.2f} epochs; ~{step_time:.3f} s a step, ~{schedule.format_duration(todo * step_time)}; "
-            f"checkpoints in {self.run_dir}")
+        self.session.step_time = min(times)  # the first estimate, for the progress bar's total
+        expected = self._expected_total()
+        self.reporter.note(reports.preflight(
+            mc, config, n_params=sum(p.size for p in state.params.values()),
+            activation_mb=activation_bytes(mc, config.batch_size, config.seq_length, config.dtype) / 2**20,
+            corpus=self.run_facts["corpus"], steps_to_go=max(0, expected - state.step),
+            by_time_budget=expected != self.limits.steps, windows_per_epoch=self.stream.windows_per_epoch,
+            step_time=self.session.step_time, run_dir=self.run_dir))
 
     def _print_sample(self) -> None:
-        rng = np.random.default_rng([self.tc.random_seed, self.s.step])  # apart from the run's rng
+        rng = np.random.default_rng([self.config.random_seed, self.state.step])  # apart from the run's rng
         seed = sample.default_seed(self.vocab, rng)
-        text = "".join(sample.generate(self.s.params, self.mc, self.vocab, seed, SAMPLE_LENGTH, rng,
+        text = "".join(sample.generate(self.state.params, self.model_config, self.vocab, seed, SAMPLE_LENGTH, rng,
                                        temperature=SAMPLE_TEMPERATURE))
-        self.reporter.note(f"--- sample at step {self.s.step} (temperature {SAMPLE_TEMPERATURE}) ---\n{seed}{text}\n---")
+        self.reporter.note(reports.sample(self.state.step, SAMPLE_TEMPERATURE, seed + text))
 
-    def _log_step(self, loss, norm, rate, lr) -> None:
-        self.log_acc.append((loss, norm, rate))
-        if self.s.step % LOG_EVERY == 0:
-            losses, norms, rates = zip(*self.log_acc)
+    def _log_step(self, loss, grad_norm, chars_per_sec, lr) -> None:
+        pending = self.session.pending_log
+        pending.append((loss, grad_norm, chars_per_sec))
+        if self.state.step % LOG_EVERY == 0:
+            losses, norms, rates = zip(*pending)
             self._metric(event="train", train_loss=float(np.mean(losses)), grad_norm=float(np.mean(norms)),
                          chars_per_sec=float(np.mean(rates)), lr=lr)
-            self.log_acc = []
+            pending.clear()
 
     def _metric(self, **fields) -> None:
-        s = self.s
-        record = {"step": s.step, "time": round(s.elapsed, 3), "epoch": round(self.stream.position, 4),
-                  "rollbacks": s.rollbacks, **fields}
-        self.metrics.write(record)
+        state = self.state
+        self.metrics.write({"step": state.step, "time": round(state.elapsed, 3),
+                            "epoch": round(self.stream.position, 4), "rollbacks": state.rollbacks, **fields})
 
 
 def activation_bytes(mc: ModelConfig, B: int, T: int, dtype) -> int:
@@ -521,15 +418,6 @@ def activation_bytes(mc: ModelConfig, B: int, T: int, dtype) -> int:
     per_layer += T * B * H  # gradient w.r.t. the layer's outputs
     output = T * B * V * 2 + T * B * H  # logits, their gradient, the top layer's output gradient
     return (L * per_layer + output) * np.dtype(dtype).itemsize
-
-
-def _copy(arrays: dict) -> dict:
-    return {k: v.copy() for k, v in arrays.items()}
-
-
-def _copy_into(dst: dict, src: dict) -> None:
-    for k, v in src.items():
-        np.copyto(dst[k], v)
 
 
 @contextmanager

@@ -5,12 +5,14 @@ import json
 import math
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
 
 from charnn import checkpoint, data, evaluate, model, runs, train
 from charnn.errors import CharnnError
+from charnn.recovery import is_diverging as diverging
 
 from conftest import random_params_and_state, tiny_configs
 
@@ -143,11 +145,9 @@ def test_nan_at_the_first_step_leaves_no_run_behind(tiny_corpus, tmp_path, monke
 
 
 def test_a_far_higher_loss_counts_as_divergence_but_noise_at_a_low_loss_does_not():
-    run = train._Run.__new__(train._Run)
-    run.s = train.RunState(params={}, opt_state={}, carried={}, rng=np.random.default_rng(), recent=[1.5] * 20)
-    assert run._diverging(4.0, 1.0) and not run._diverging(2.4, 1.0) and run._diverging(1.5, math.inf)
-    run.s.recent = [0.1] * 20
-    assert not run._diverging(0.6, 1.0)  # five times the mean, but only half a nat above it
+    recent = [1.5] * 20
+    assert diverging(4.0, 1.0, recent) and not diverging(2.4, 1.0, recent) and diverging(1.5, math.inf, recent)
+    assert not diverging(0.6, 1.0, [0.1] * 20)  # five times the mean, but only half a nat above it
 
 
 def test_ctrl_c_saves_the_last_finished_step(tiny_corpus, tmp_path):
@@ -207,3 +207,100 @@ def test_total_steps():
     assert train.total_steps(TrainConfig(steps=50), 10) == 50
     assert train.total_steps(TrainConfig(epochs=2.5), 10) == 25
     assert train.total_steps(TrainConfig(steps=12, epochs=2), 10) == 12
+
+
+class NaNOnce(Recorder):
+    """Makes the loss of the update after `after` steps NaN, once; `on_rollback` runs when the
+    run reports the rollback."""
+
+    def __init__(self, monkeypatch, after, on_rollback=None):
+        super().__init__(self._arm)
+        self.after, self.left, self.on_rollback = after, 0, on_rollback
+        real = model.loss_and_grads
+
+        def poisoned(*args, **kwargs):
+            loss, grads, state = real(*args, **kwargs)
+            if self.left:
+                self.left -= 1
+                return math.nan, grads, state
+            return loss, grads, state
+        monkeypatch.setattr(model, "loss_and_grads", poisoned)
+
+    def _arm(self, progress):
+        if progress.step == self.after and not hasattr(self, "armed"):
+            self.left, self.armed = 1, True
+
+    def note(self, line):
+        super().note(line)
+        if "rolled back" in line and self.on_rollback:
+            self.on_rollback()
+
+
+def test_ctrl_c_right_after_a_rollback_saves_the_rolled_back_state(tiny_corpus, tmp_path, monkeypatch):
+    """Step 12 is bad: the run goes back to step 10, the step it just saved, but with the rate
+    halved and the bad batch skipped; that is what Ctrl-C must save."""
+    rec = NaNOnce(monkeypatch, after=11, on_rollback=lambda: os.kill(os.getpid(), signal.SIGINT))
+    mc, tc = tiny_configs(steps=30, eval_every=10)
+    result = train.train(tiny_corpus, mc, tc, tmp_path, reporter=rec)
+    assert result.status == "interrupted" and "after step 10" in result.message
+    header = checkpoint.load(result.latest).header
+    assert (header["step"], header["lr_scale"], header["rollbacks"]) == (10, 0.5, 1)
+    assert header["data"]["window"] == 12  # the bad batch is behind the saved cursor
+
+
+def test_the_end_right_after_a_rollback_saves_the_rolled_back_state(tiny_corpus, tmp_path, monkeypatch):
+    real = time.perf_counter
+    late = {"by": 0.0}
+    monkeypatch.setattr(time, "perf_counter", lambda: real() + late["by"])
+    rec = NaNOnce(monkeypatch, after=11, on_rollback=lambda: late.__setitem__("by", 3600.0))
+    mc, tc = tiny_configs(steps=None, eval_every=10, time_budget=600)
+    result = train.train(tiny_corpus, mc, tc, tmp_path, reporter=rec)
+    assert result.status == "time budget" and result.step == 10
+    header = checkpoint.load(result.latest).header
+    assert (header["step"], header["lr_scale"], header["rollbacks"]) == (10, 0.5, 1)
+
+
+def test_a_rollback_undoes_the_best_of_the_step_it_undoes(tiny_corpus, tmp_path, monkeypatch):
+    """Step 10 is evaluated (the best so far), then step 11 is bad: the run goes back to step 9,
+    so the evaluation of step 10 and its best are no longer the run's."""
+    losses = iter([3.0, 1.0, 2.0, 2.5, 2.5])  # steps 5, 10 (undone), 10 again, 15, 20
+    monkeypatch.setattr(evaluate, "mean_loss", lambda *a, **k: next(losses))
+    rec = NaNOnce(monkeypatch, after=10)
+    mc, tc = tiny_configs(steps=20, eval_every=5)
+    result = train.train(tiny_corpus, mc, tc, tmp_path, reporter=rec)
+    assert result.status == "done" and result.best_val_loss == 2.0
+    latest, best = checkpoint.load(result.latest).header, checkpoint.load(result.best).header
+    assert latest["history"]["val_loss"] == [3.0, 2.0, 2.5, 2.5]
+    assert (latest["best_val_loss"], latest["best_step"]) == (2.0, 10)
+    assert (best["step"], best["val_loss"], best["rollbacks"]) == (10, 2.0, 1)  # the step made again
+
+
+def test_a_rollback_of_the_best_puts_back_the_previous_best_file(tiny_corpus, tmp_path, monkeypatch):
+    """Ctrl-C right after the rollback: best.npz must be the best the run still has (step 5)."""
+    losses = iter([3.0, 1.0])
+    monkeypatch.setattr(evaluate, "mean_loss", lambda *a, **k: next(losses))
+    rec = NaNOnce(monkeypatch, after=10, on_rollback=lambda: os.kill(os.getpid(), signal.SIGINT))
+    mc, tc = tiny_configs(steps=20, eval_every=5)
+    result = train.train(tiny_corpus, mc, tc, tmp_path, reporter=rec)
+    assert result.status == "interrupted" and result.step == 9 and result.best_val_loss == 3.0
+    latest, best = checkpoint.load(result.latest).header, checkpoint.load(result.best).header
+    assert (latest["best_val_loss"], latest["best_step"]) == (3.0, 5)
+    assert (best["step"], best["val_loss"]) == (5, 3.0)
+    assert sorted(os.listdir(result.run_dir)) == ["best.npz", "latest.npz", "metrics.jsonl"]
+
+
+def test_best_is_written_before_the_latest_that_points_at_it(tiny_corpus, tmp_path, monkeypatch):
+    losses = iter([2.0, 1.0])
+    monkeypatch.setattr(evaluate, "mean_loss", lambda *a, **k: next(losses))
+    real = checkpoint.save
+
+    def full_disk_at_the_second_best(path, ckpt):
+        if path.endswith(runs.BEST) and ckpt.header["step"] == 10:
+            raise CharnnError("could not write checkpoint: no space left on device")
+        real(path, ckpt)
+    monkeypatch.setattr(checkpoint, "save", full_disk_at_the_second_best)
+    mc, tc = tiny_configs(steps=20, eval_every=5)
+    with pytest.raises(CharnnError, match="no space"):
+        train.train(tiny_corpus, mc, tc, tmp_path, run_name="r")
+    latest, best = checkpoint.load(tmp_path / "r" / runs.LATEST).header, checkpoint.load(tmp_path / "r" / runs.BEST).header
+    assert latest["best_step"] == best["step"] == 5

@@ -1,0 +1,109 @@
+"""What a training run tells its user: the Reporter interface, and every line it is given.
+
+The loop (train.py) decides when to speak; this file decides what the lines say, so they can be
+read, and changed, in one place. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from charnn import evaluate, schedule
+
+
+@dataclass
+class Progress:
+    step: int  # updates done
+    total_steps: int  # the expected number at the end (the time budget can make it an estimate)
+    loss: float  # this step's training loss, nats/char
+    grad_norm: float  # before clipping
+    chars_per_sec: float  # B*T / time of this step
+    epoch: float  # passes over the training split, fractional
+    learning_rate: float
+
+
+class Reporter:
+    """Where the loop's news goes. The default ignores it all; the CLI draws a progress bar."""
+
+    def start(self, total_steps: int, first_step: int) -> None: ...
+
+    def step(self, progress: Progress) -> None: ...
+
+    def note(self, line: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def show(name: str, value) -> str:
+    """A setting's value as the user would type it."""
+    if value is None:
+        return "none"
+    if name == "time_budget":
+        return schedule.format_duration(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def resuming(checkpoint_path: str, step: int, old_config, changes: dict, branch_dir: str | None) -> str:
+    changed = ", ".join(f"--{k.replace('_', '-')} {show(k, getattr(old_config, k))} -> {show(k, v)}"
+                        for k, v in changes.items())
+    line = f"resuming {checkpoint_path} at step {step}" + (f"; changed: {changed}" if changed else "; same settings")
+    if branch_dir is not None:
+        line += f"; continuing in {branch_dir} (the folder's latest.npz is newer, damaged or another run's)"
+    if old_config.lr_schedule != "constant" and ({"steps", "epochs", "time_budget"} & set(changes)):
+        line += "; the learning-rate schedule is now sized by the new limit"
+    return line
+
+
+def limit_already_reached(step: int, elapsed: float) -> str:
+    return (f"this run already reached its limit ({step} steps, {schedule.format_duration(elapsed)}); give a larger "
+            "--steps (the run's total), --epochs or --time-budget to continue it")
+
+
+def baselines(bits: dict) -> str:
+    return (f"baselines on the validation split: unigram {bits['unigram_bits']:.3f} bits/char, "
+            f"{bits['ngram_order']}-gram {bits['ngram_bits']:.3f} bits/char (fitted on the training split)")
+
+
+def preflight(mc, config, n_params: int, activation_mb: float, corpus: dict, steps_to_go: int, by_time_budget: bool,
+              windows_per_epoch: int, step_time: float, run_dir: str) -> str:
+    return (f"pre-flight: {mc.model} {mc.num_layers}x{mc.hidden_size}, {n_params:,} parameters; activations "
+            f"~{activation_mb:.0f} MB at B {config.batch_size}, T {config.seq_length}; corpus {corpus['chars']:,} "
+            f"characters ({corpus['train_chars']:,} train, {corpus['val_chars']:,} val); {steps_to_go:,} steps to go"
+            f"{' (time budget)' if by_time_budget else ''}, {steps_to_go / windows_per_epoch:.2f} epochs; "
+            f"~{step_time:.3f} s a step, ~{schedule.format_duration(steps_to_go * step_time)}; checkpoints in {run_dir}")
+
+
+def evaluated(step: int, val_loss: float, bits: dict, improved: bool) -> str:
+    return (f"step {step}  val loss {val_loss:.3f} nats/char  {evaluate.bits(val_loss):.3f} bits/char"
+            f"  (unigram {bits['unigram_bits']:.2f}, {bits['ngram_order']}-gram {bits['ngram_bits']:.2f})"
+            f"{'  best' if improved else ''}")
+
+
+def sample(step: int, temperature: float, text: str) -> str:
+    return f"--- sample at step {step} (temperature {temperature}) ---\n{text}\n---"
+
+
+def rolled_back(bad_step: int, loss: float, back_to: int, lr_scale: float) -> str:
+    what = "NaN or infinite" if not math.isfinite(loss) else f"{loss:.3f}, far above its recent mean"
+    return (f"step {bad_step}: loss {what}; rolled back to step {back_to}, learning rate halved "
+            f"(now x{lr_scale:g}), batch skipped")
+
+
+def gave_up(loss: float, rollbacks_in_a_row: int, step: int, best: float | None, best_step: int | None) -> str:
+    cause = "NaN or infinite" if not math.isfinite(loss) else "far above its recent level"
+    if step > 0:
+        kept = f"latest.npz holds the last good state (step {step})"
+        if best is not None:
+            kept += f", best.npz the best (val loss {best:.3f} at step {best_step})"
+    else:
+        kept = "no update was made, so nothing was saved"
+    return (f"the loss was still {cause} after {rollbacks_in_a_row} rollbacks in a row; training stopped; {kept}; "
+            "try a lower --learning-rate or --grad-clip")
+
+
+def finished(status: str, state, patience: int | None, best_path: str) -> str:
+    reason = {"done": "done", "time budget": "the time budget is spent",
+              "patience": f"no better validation loss in {patience} evaluations"}[status]
+    return (f"{reason}: {state.step} steps in {schedule.format_duration(state.elapsed)}; best val loss "
+            f"{state.best:.3f} nats/char at step {state.best_step}, saved as {best_path}")
