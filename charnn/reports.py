@@ -65,9 +65,10 @@ def baselines(bits: dict) -> str:
             f"{bits['ngram_order']}-gram {bits['ngram_bits']:.3f} bits/char (fitted on the training split)")
 
 
-def preflight(mc, config, n_params: int, activation_mb: float, corpus: dict, steps_to_go: int, by_time_budget: bool,
+def preflight(model_config, config, n_params: int, activation_mb: float, corpus: dict, steps_to_go: int, by_time_budget: bool,
               windows_per_epoch: int, step_time: float, run_dir: str) -> str:
-    return (f"pre-flight: {mc.model} {mc.num_layers}x{mc.hidden_size}, {n_params:,} parameters; activations "
+    shape = f"{model_config.model} {model_config.num_layers}x{model_config.hidden_size}"
+    return (f"pre-flight: {shape}, {n_params:,} parameters; activations "
             f"~{activation_mb:.0f} MB at B {config.batch_size}, T {config.seq_length}; corpus {corpus['chars']:,} "
             f"characters ({corpus['train_chars']:,} train, {corpus['val_chars']:,} val); {steps_to_go:,} steps to go"
             f"{' (time budget)' if by_time_budget else ''}, {steps_to_go / windows_per_epoch:.2f} epochs; "

@@ -368,7 +368,7 @@ class Training:
 
     def _preflight(self) -> None:
         """One line before the first step: the model, memory, data and an estimate of time."""
-        state, config, mc = self.state, self.config, self.model_config
+        state, config, model_config = self.state, self.config, self.model_config
         if self.opening_note:
             self.reporter.note(self.opening_note)
         inputs, targets = self.stream.peek()
@@ -376,13 +376,13 @@ class Training:
         for _ in range(2):  # the first pass also pays for warming up (allocation, BLAS threads)
             t0 = time.perf_counter()
             # A dry step: nothing is updated, and no dropout mask is drawn (the run's rng stays as it is).
-            model.loss_and_grads(state.params, mc, inputs, targets, state.carried)
+            model.loss_and_grads(state.params, model_config, inputs, targets, state.carried)
             times.append(time.perf_counter() - t0)
         self.session.step_time = min(times)  # the first estimate, for the progress bar's total
         expected = self._expected_total()
         self.reporter.note(reports.preflight(
-            mc, config, n_params=sum(p.size for p in state.params.values()),
-            activation_mb=activation_bytes(mc, config.batch_size, config.seq_length, config.dtype) / 2**20,
+            model_config, config, n_params=sum(p.size for p in state.params.values()),
+            activation_mb=activation_bytes(model_config, config.batch_size, config.seq_length, config.dtype) / 2**20,
             corpus=self.run_facts["corpus"], steps_to_go=max(0, expected - state.step),
             by_time_budget=expected != self.limits.steps, windows_per_epoch=self.stream.windows_per_epoch,
             step_time=self.session.step_time, run_dir=self.run_dir))
@@ -409,12 +409,13 @@ class Training:
                             "epoch": round(self.stream.position, 4), "rollbacks": state.rollbacks, **fields})
 
 
-def activation_bytes(mc: ModelConfig, B: int, T: int, dtype) -> int:
+def activation_bytes(model_config: ModelConfig, B: int, T: int, dtype) -> int:
     """Memory of the arrays one training step keeps alive at its peak (forward caches plus the
     gradients of the backward pass), estimated from their shapes."""
-    H, V, L, G = mc.hidden_size, mc.vocab_size, mc.num_layers, model.gates(mc)
+    H, V, L = model_config.hidden_size, model_config.vocab_size, model_config.num_layers
+    G = model.gates(model_config)
     per_layer = T * B * G * H * 3  # input projection, activated gates, their gradient
-    per_layer += (T + 1) * B * H * (3 if mc.model == "lstm" else 1)  # hidden (and cell, tanh) states
+    per_layer += (T + 1) * B * H * (3 if model_config.model == "lstm" else 1)  # hidden (and cell, tanh) states
     per_layer += T * B * H  # gradient w.r.t. the layer's outputs
     output = T * B * V * 2 + T * B * H  # logits, their gradient, the top layer's output gradient
     return (L * per_layer + output) * np.dtype(dtype).itemsize

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+import click
 from click.testing import CliRunner
 
 from charnn import checkpoint, model
@@ -285,3 +286,29 @@ def test_ctrl_c_saves_and_exits_130(workdir):
     assert proc.stdout.read() == ""
     step = int(re.search(r"after step (\d+)", text).group(1))
     assert checkpoint.load("checkpoints/tiny-lstm-1/latest.npz").header["step"] == step >= 1
+
+
+def test_the_resumable_options_are_those_of_the_library():
+    """config.RESUMABLE is the one list: `resume` offers exactly it, `train` offers it too."""
+    from charnn.cli import _RUN_OPTIONS, resume, train
+    from charnn.config import RESUMABLE
+    assert set(_RUN_OPTIONS) == set(RESUMABLE)
+    resume_options = [p.name for p in resume.params if isinstance(p, click.Option) and p.name != "help"]
+    assert resume_options == list(RESUMABLE)
+    assert set(RESUMABLE) <= {p.name for p in train.params}
+
+
+def test_the_readme_names_the_resumable_options():
+    from charnn.config import RESUMABLE
+    readme = open(os.path.join(os.path.dirname(__file__), os.pardir, "README.md"), encoding="utf-8").read()
+    section = readme.split("### `charnn resume CHECKPOINT [CORPUS]`", 1)[1].split("\n### ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("`--steps`")]
+    assert len(lines) == 1, "the resume section lists the options a resumed run may change on one line"
+    assert re.findall(r"`--([a-z-]+)`", lines[0]) == [name.replace("_", "-") for name in RESUMABLE]
+
+
+@pytest.mark.parametrize("name", ["../elsewhere", ""])
+def test_a_run_name_with_a_path_is_refused(workdir, name):
+    r = run("train", "tiny.txt", *TINY, "--steps", 2, "--run-name", name)
+    assert_clean_error(r, "--run-name", "plain folder name")
+    assert not (workdir / "elsewhere").exists()
