@@ -72,17 +72,20 @@ class Recovery:
         had_file = runs.keep_previous_best(self.run_dir)
         self.replaced_best = ReplacedBest(state.step, previous_best, previous_best_step, had_file)
 
-    def roll_back(self, state, zero_carried: dict) -> None:
+    def roll_back(self, state, zero_carried: dict) -> bool:
         """Undo the last update, halve the learning rate, skip the batch just drawn. The carried
         state restarts from zero: the windows it summed up are no longer the ones before the next.
-        Before this session's first update there is nothing to undo: the batch is only skipped."""
+        Before this session's first update there is nothing to undo: the batch is only skipped.
+        True if an evaluation was undone (latest.npz then holds a state the run no longer has)."""
         self.in_a_row += 1
+        undid_evaluation = False
         if self.step is not None and self.step < state.step:
             _copy_into(state.params, self.params)
             for slot in self.opt_state:
                 _copy_into(state.opt_state[slot], self.opt_state[slot])
             state.step = self.step
             kept = sum(1 for k in state.history["step"] if k <= state.step)
+            undid_evaluation = kept < len(state.history["step"])
             for key in state.history:  # evaluations of the undone step are no longer the run's
                 state.history[key] = state.history[key][:kept]
             state.val_loss = state.history["val_loss"][-1] if kept else None
@@ -94,6 +97,7 @@ class Recovery:
         state.carried = zero_carried
         state.lr_scale *= 0.5
         state.rollbacks += 1
+        return undid_evaluation
 
     def close(self) -> None:
         """The session ends: what the last evaluation replaced stays replaced."""

@@ -288,8 +288,10 @@ class Training:
         state = self.state
         bad_step = state.step + 1  # the update whose loss was bad (it was not applied)
         zero = model.zero_state(self.model_config, self.config.batch_size, self.config.dtype)
-        self.recovery.roll_back(state, zero)
+        undid_evaluation = self.recovery.roll_back(state, zero)
         self.session.unsaved_changes += 1
+        if undid_evaluation:  # latest.npz is the undone step: replace it now, not only at the end
+            self._save(LATEST)
         self.reporter.note(reports.rolled_back(bad_step, loss, state.step, state.lr_scale))
         self._metric(event="rollback", loss=loss if np.isfinite(loss) else None, lr_scale=state.lr_scale)
 

@@ -304,3 +304,21 @@ def test_best_is_written_before_the_latest_that_points_at_it(tiny_corpus, tmp_pa
         train.train(tiny_corpus, mc, tc, tmp_path, run_name="r")
     latest, best = checkpoint.load(tmp_path / "r" / runs.LATEST).header, checkpoint.load(tmp_path / "r" / runs.BEST).header
     assert latest["best_step"] == best["step"] == 5
+
+
+def test_a_rollback_that_undoes_an_evaluation_rewrites_latest_at_once(tiny_corpus, tmp_path, monkeypatch):
+    """Should the process die right after the rollback, latest.npz must not be the undone step,
+    nor name a best that best.npz no longer holds."""
+    losses = iter([3.0, 1.0, 2.0, 2.5, 2.5])
+    monkeypatch.setattr(evaluate, "mean_loss", lambda *a, **k: next(losses))
+    on_disk = []
+
+    def look():
+        on_disk.append((checkpoint.load(tmp_path / "r" / runs.LATEST).header,
+                        checkpoint.load(tmp_path / "r" / runs.BEST).header))
+    rec = NaNOnce(monkeypatch, after=10, on_rollback=look)
+    mc, tc = tiny_configs(steps=20, eval_every=5)
+    train.train(tiny_corpus, mc, tc, tmp_path, run_name="r", reporter=rec)
+    latest, best = on_disk[0]
+    assert (latest["step"], latest["best_step"], latest["lr_scale"]) == (9, 5, 0.5)
+    assert best["step"] == 5
