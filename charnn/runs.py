@@ -5,6 +5,8 @@
                                         metrics.jsonl one JSON object a line: train, eval, rollback
                                         step-<N>.npz snapshots kept by --keep-every
                                         .lock        the pid of the process writing the folder
+                                        .previous-best.npz  the best before the last one, while a
+                                                     rollback can still undo that evaluation
 """
 
 from __future__ import annotations

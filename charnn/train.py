@@ -35,7 +35,7 @@ from charnn.config import RESUMABLE, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 from charnn.limits import Limits, total_steps
 from charnn.recovery import MAX_ROLLBACKS, RECENT, Recovery, is_diverging
-from charnn.reports import Progress, Reporter, show as _show
+from charnn.reports import Progress, Reporter
 from charnn.runs import BEST, LATEST, MetricsLog, make_run_dir, stem
 
 __all__ = ["train", "resume", "Result", "Reporter", "Progress", "RunState", "RESUMABLE", "MAX_ROLLBACKS",

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from charnn import checkpoint, evaluate, runs, train
+from charnn import checkpoint, evaluate, reports, runs, train
 from charnn.errors import CharnnError
 
 from conftest import tiny_configs
@@ -39,7 +39,7 @@ def test_half_then_resumed_equals_whole(tiny_corpus, tmp_path, name):
     resumed = train.resume(half.latest, {"steps": 24}, reporter=rec)
     assert resumed.run_dir == half.run_dir and resumed.step == 24
     assert any("resuming" in n and "--steps 12 -> 24" in n for n in rec.notes)
-    assert train._show("time_budget", 570.0) == "9m30s" and train._show("patience", None) == "none"
+    assert reports.show("time_budget", 570.0) == "9m30s" and reports.show("patience", None) == "none"
     assert_same_arrays(whole.latest, resumed.latest)
     a, b = checkpoint.load(whole.latest).header, checkpoint.load(resumed.latest).header
     for key in ("step", "data", "rng", "recent_losses", "lr_scale", "best_val_loss", "best_step"):
