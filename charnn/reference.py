@@ -3,11 +3,13 @@
 Everything charnn trains is here as the math is written in the README's "How it works": the RNN,
 LSTM and GRU cells, their backward, backpropagation through time, the one-hot input, the output
 layer, the loss, and the whole stacked model. charnn/layers.py and charnn/model.py are the fast
-version of the same computation (fused, in place, a faster sigmoid, gate-major buffers); the
-tests check them against this module in float64, so whatever this file says, they compute.
+version of the same computation (in place, the sigmoid as a halved tanh, gate-major buffers);
+tests/test_reference.py checks them against this module in float64, so what this file says is
+what they compute.
 
-No speed tricks: float64, sigmoid(x) = 1 / (1 + exp(-x)), one time step at a time, nothing
-overwritten, each step's cache a small tuple. Each layer is a forward/backward pair (CS231n):
+No speed tricks: sigmoid(x) = 1 / (1 + exp(-x)), one time step at a time, nothing overwritten,
+each step's cache a small tuple. Give it float64 arrays: it is for reading and checking, not
+training, and keeps the dtype it is given. Each layer is a forward/backward pair (CS231n):
 `x_forward(...) -> (out, cache)` and `x_backward(dout, cache) -> gradients`.
 
 Dimensions: T time steps, B batch (parallel streams), V vocabulary, D input width, H hidden
@@ -24,6 +26,7 @@ import numpy as np
 
 
 def sigmoid(x):
+    """x: any shape -> the logistic function, element-wise, in (0, 1)."""
     return 1 / (1 + np.exp(-x))
 
 
