@@ -1,29 +1,35 @@
-"""Layers as forward/backward pairs (the CS231n `rnn_layers.py` shape): `x_forward(...) -> (out,
-cache)` and `x_backward(dout, cache) -> gradients`. Pure functions: no state, no I/O,
-and no RNG of their own (dropout draws from a np.random.Generator passed in).
+"""The fast layers: forward/backward pairs (the CS231n `rnn_layers.py` shape), `x_forward(...) ->
+(out, cache)` and `x_backward(dout, cache) -> gradients`. A learner should read charnn/reference.py
+first: it is the same math written as the equations, and tests/test_reference.py checks every
+function here against it. What this file adds is speed, and each trick says in one line why it is
+there (docs/fast-layers.md has the measurements behind them).
+
+No state, no I/O, no RNG of their own (dropout draws from a np.random.Generator passed in), and no
+argument is modified except these, on purpose: lstm_forward and gru_forward overwrite their `xw`
+with the activated gates, which their cache keeps for backward (no second (G, T, B, H) array);
+rnn_step writes its `out`; lstm_cell and gru_cell work in place on the buffers they are given.
+The recurrent forwards keep the states they return (hs, cs) in their cache, and affine_forward
+its x and W: change those before the backward and the gradients are wrong.
 
 Dimensions: T time steps, B batch (parallel streams), V vocabulary, D input width, H hidden units,
-N = T*B rows. Sequences are time-major, (T, B, ...), because the recurrence walks time: h[t] is then
-one contiguous (B, H) block. Rows multiply weights from the left (`x @ W`, batch-first rows).
+G gate blocks (RNN 1, LSTM 4, GRU 3), N = T*B rows. Sequences are time-major, (T, B, ...), because
+the recurrence walks time: h[t] is then one contiguous (B, H) block. Rows multiply weights from
+the left (`x @ W`, batch-first rows).
 
 The recurrent layers take `xw`, the input projection `x_t W_xh + b` of every step, made before the
 time loop by one product (affine_forward) or one row lookup (embedding_forward); the gated cells
-take it gate-major, (G, T, B, H), from gate_projection, which does the same. Inside the loop
-only the recurrent product `h_{t-1} W_hh` remains, and their backward returns `dxw` so the weight
-gradients are again one product over all N rows after the loop.
+take it gate-major, (G, T, B, H), with the sigmoid blocks halved, from gate_projection (or
+gates_from_rows, from plain rows). Inside the loop only the recurrent product `h_{t-1} W_hh`
+remains, and their backward returns `dxw` as plain rows (T, B, G*H), the gradient at the unhalved
+projection, so the weight gradients are again one product over all N rows after the loop.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-# Scatter-add of embedding gradients: dW[ids[n]] += rows[n]. np.add.at states it plainly (the tests
-# keep it as the reference) but is slow. Measured here (float32, 2 cores), in ms:
-#     rows x width     V = 65    300    517    5000       one-hot product / sorted segment sums
-#     2048 x 512         1.1    3.2    5.7    56.8   /   4.6   3.3   3.9   6.8   (np.add.at 8.9-9.3)
-#     4096 x 2048        7.4   26.6   44.8   425    /  70.5  53.9  50.5  69.0   (np.add.at 71-77)
-# The one-hot product costs in proportion to V; sorting the rows by id and summing each run
-# (np.add.reduceat) does not. So: one-hot up to this size, segment sums above it.
+# The embedding gradient dW[ids[n]] += rows[n] (np.add.at, slow, is the tests' reference) is a one-hot
+# product up to this V and sorted segment sums above: the product's cost grows with V, the sums' does not.
 ONEHOT_MAX_VOCAB = 512
 
 
@@ -106,14 +112,13 @@ def rnn_backward(dhs, cache):
     """
     hs, Whh = cache
     T, B, H = dhs.shape
-    # dxw, the gradient at the pre-activation a_t, is (dhs[t] + dh) * tanh'(a_t). The factor
-    # tanh'(a_t) = 1 - h_t^2 does not depend on the recurrence: it is made for all t in two passes
-    # before the loop, which then multiplies it in place.
+    # dxw, the gradient at the pre-activation a_t, is (dhs[t] + dh) * tanh'(a_t); tanh'(a_t) = 1 - h_t^2
+    # does not depend on the recurrence, so it is made for all t before the loop: two calls, not 2T.
     dxw = np.multiply(hs[1:], hs[1:])
     np.subtract(1, dxw, out=dxw)
     dh = np.zeros((B, H), dhs.dtype)  # gradient reaching h_t from step t+1 (none after the last)
-    total = np.empty((B, H), dhs.dtype)
-    # A contiguous copy of W_hh^T: the step's product with the transposed view measured 25-35% slower.
+    total = np.empty((B, H), dhs.dtype)  # scratch: the total gradient at h_t
+    # A contiguous copy of W_hh^T: the per-step product with the transposed view is slower.
     WhhT = np.ascontiguousarray(Whh.T)  # (H, H)
     for t in range(T - 1, -1, -1):
         da = dxw[t]
@@ -126,20 +131,14 @@ def rnn_backward(dhs, cache):
 
 # ---------------------------------------------------------------------------------------------
 # Gated cells (LSTM, GRU): their weights keep G gate blocks side by side in (., G*H) columns, and
-# inside the sequence loops their activations are gate-major, (G, B, H): each gate one contiguous
-# (B, H) block. numpy runs an element-wise call on a strided (B, H) slice of (B, G*H) rows one row
-# at a time, measured 2.5x slower than on a contiguous block (32 x 128: 2.3 vs 0.9 us; 64 x 512:
-# 10.1 vs 3.9 us), and the ~20 such calls per step were most of a cell's time. The forwards make
-# the gate-major blocks with batched products, x (N, D) @ W (G, D, H) -> (G, N, H) (as fast as one
-# (N, D) @ (D, G*H) product here, faster for h_{t-1} W_hh at H >= 256); the backwards copy each
-# step's gradient back to (B, G*H) rows for one product with W_hh^T. Measured, one LSTM layer
-# forward + backward, T = 64 (`charnn bench` shows the whole step): 32 x 128 12.1 -> 10.6 ms,
-# 64 x 256 60.9 -> 50.6 ms, 64 x 512 195 -> 178 ms.
+# inside the sequence loops their activations are gate-major, (G, B, H): element-wise calls then run
+# on contiguous (B, H) blocks, much faster than on strided slices of (B, G*H) rows. The forwards make
+# those blocks directly with batched products, x (N, D) @ W (G, D, H) -> (G, N, H); the backwards
+# copy each step's gradient back to (B, G*H) rows for one product with W_hh^T.
 #
-# sigmoid(x) = (1 + tanh(x / 2)) / 2 cannot overflow (1 / (1 + exp(-x)) overflows exp for x < -88 in
-# float32). The halving is folded into the weights: the input projection (gate_projection) and the
-# recurrent product use W and b with the sigmoid blocks multiplied by 1/2, so one tanh call per
-# step covers all the sigmoid gates (and the LSTM's candidate). Halving is exact in floating point.
+# sigmoid(x) = (1 + tanh(x / 2)) / 2: it cannot overflow (1 / (1 + exp(-x)) overflows exp for x < -88
+# in float32), and with the halving folded into the sigmoid blocks of W_xh, b and W_hh (exact in
+# floating point) one tanh call per step activates all the gates.
 
 LSTM_SCALE = (0.5, 0.5, 0.5, 1.0)  # per block of [o i f g]: what the pre-activations are multiplied by
 GRU_SCALE = (0.5, 0.5, 1.0)  # per block of [r z n]
@@ -147,7 +146,7 @@ GATE_SCALE = {"lstm": LSTM_SCALE, "gru": GRU_SCALE}
 
 
 def gate_scale(scale, H: int, dtype) -> np.ndarray:
-    """The per-block scale as one factor per column: (G*H,)."""
+    """The per-block scale as one factor per column: (G*H,) (the single-step cells use it on rows)."""
     return np.repeat(np.array(scale, dtype), H)
 
 
@@ -169,13 +168,13 @@ def gate_projection(x, W, b, scale):
     (T, B, D);  W: (V or D, G*H);  b: (G*H,);  scale: LSTM_SCALE or GRU_SCALE
     Returns xw: (G, T, B, H), gate-major with the sigmoid blocks halved, and the cache of
     embedding_backward or affine_backward, which make the gradients from the cell's dxw rows.
-    Made directly in this layout it costs what the (T, B, G*H) rows cost; reordering and halving
-    rows afterwards was one more pass through memory (measured 3.2 ms a layer at 64 x 256).
+    Made directly in this layout (halving the small weights, not the big result): reordering and
+    halving the rows afterwards would be one more pass through memory.
     """
     G = len(scale)
     Wg, bg = _scaled(W, scale), _scaled(b[None], scale)[:, None]  # (G, D, H), (G, 1, 1, H)
     if x.ndim == 2:
-        Wg += bg[:, 0]  # the bias added to the table's V rows instead of to the T*B looked up
+        Wg += bg[:, 0]  # the bias added to the table's V rows: fewer than the T*B rows looked up
         return Wg[:, x], (x, W.shape[0])  # (G, T, B, H)
     T, B, D = x.shape
     rows = x.reshape(T * B, D)
@@ -185,7 +184,8 @@ def gate_projection(x, W, b, scale):
 
 
 def gates_from_rows(xw, scale):
-    """(T, B, G*H) input projection as rows -> (G, T, B, H) as gate_projection makes it (a copy)."""
+    """(T, B, G*H) input projection as rows -> (G, T, B, H) as gate_projection makes it, sigmoid
+    blocks halved (a copy): for callers (and tests) that have the plain rows."""
     return _scaled(xw.reshape(-1, xw.shape[-1]), scale).reshape(len(scale), *xw.shape[:-1], -1)
 
 
@@ -194,16 +194,17 @@ def gates_from_rows(xw, scale):
 #   [o i f] = sigmoid(a[:, :3H]), g = tanh(a[:, 3H:]),  a = x_t W_xh + h_{t-1} W_hh + b
 #   c_t = f * c_{t-1} + i * g        (keep some of the old memory, write some new)
 #   h_t = o * tanh(c_t)              (read some of it out)
-# Gate order [o i f g]: the three sigmoids adjacent, so one call finishes them.
+# Gate order [o i f g]: the three sigmoids adjacent, so one call finishes them (also in backward).
 
 
 def lstm_cell(a, c_prev, c, tanh_c, h, tmp):
-    """One step, in place. a: (4, B, H) gate-major pre-activations [o i f g] with the sigmoid blocks
-    halved, in; the activated gates, out. c_prev: (B, H); writes c, tanh_c, h; tmp: (B, H) scratch."""
-    np.tanh(a, out=a)
+    """One step, in place (out-parameters, so the sequence loop allocates nothing).
+    a: (4, B, H) gate-major pre-activations [o i f g] with the sigmoid blocks halved, in; the
+    activated gates, out.  c_prev: (B, H);  writes c, tanh_c, h: (B, H);  tmp: (B, H) scratch."""
+    np.tanh(a, out=a)  # tanh(a/2) for o, i, f (halved already), tanh(a) for g: one call
     sig = a[:3]
     sig *= 0.5
-    sig += 0.5
+    sig += 0.5  # (1 + tanh(a/2)) / 2 = sigmoid(a)
     o, i, f, g = a
     np.multiply(f, c_prev, out=c)
     np.multiply(i, g, out=tmp)
@@ -213,7 +214,8 @@ def lstm_cell(a, c_prev, c, tanh_c, h, tmp):
 
 
 def lstm_step(xw, h, c, Whh):
-    """One step. xw: (B, 4H) = x_t W_xh + b;  h, c: (B, H);  Whh: (H, 4H)  ->  (h_t, c_t)."""
+    """One step, inputs untouched. xw: (B, 4H) = x_t W_xh + b (plain rows);  h, c: (B, H);
+    Whh: (H, 4H)  ->  (h_t, c_t)."""
     a = h @ Whh
     a += xw
     a *= gate_scale(LSTM_SCALE, h.shape[-1], a.dtype)
@@ -223,8 +225,8 @@ def lstm_step(xw, h, c, Whh):
 
 
 def lstm_forward(xw, h0, c0, Whh):
-    """The whole sequence. xw: (4, T, B, H) from gate_projection (or gates_from_rows), overwritten:
-    it becomes the activated gates, kept for backward;  h0, c0: (B, H);  Whh: (H, 4H).
+    """The whole sequence. xw: (4, T, B, H) from gate_projection (or gates_from_rows), OVERWRITTEN:
+    it becomes the activated gates [o i f g], kept for backward;  h0, c0: (B, H);  Whh: (H, 4H).
 
     Returns hs: (T+1, B, H), cs: (T+1, B, H) (index 0 is the initial state) and the cache.
     """
@@ -232,9 +234,9 @@ def lstm_forward(xw, h0, c0, Whh):
     hs = np.empty((T + 1, B, H), xw.dtype)  # hidden states, hs[0] = h0
     cs = np.empty((T + 1, B, H), xw.dtype)  # cell states, cs[0] = c0
     tanh_cs = np.empty((T, B, H), xw.dtype)  # tanh(c_t), kept for backward
-    W = _scaled(Whh, LSTM_SCALE)  # (4, H, H)
+    W = _scaled(Whh, LSTM_SCALE)  # (4, H, H): gate-major and halved once per window, not per step
     rec = np.empty((4, B, H), xw.dtype)  # h_{t-1} W_hh of one step
-    tmp = np.empty((B, H), xw.dtype)
+    tmp = np.empty((B, H), xw.dtype)  # the cell's scratch
     hs[0], cs[0] = h0, c0
     for t in range(T):
         a = xw[:, t]  # (4, B, H): this step's pre-activations, then its activated gates
@@ -247,11 +249,10 @@ def lstm_forward(xw, h0, c0, Whh):
 def lstm_backward(dhs, cache):
     """dhs: (T, B, H), the loss gradient w.r.t. h_1..h_T from the layers above.
 
-    Returns dxw: (T, B, 4H), dh0: (B, H), dc0: (B, H), dWhh: (H, 4H).
+    Returns dxw: (T, B, 4H) (at the unhalved pre-activations), dh0: (B, H), dc0: (B, H), dWhh: (H, 4H).
 
-    Step by step, with the step's arrays small enough to stay in cache: making the factors of the
-    recurrence for all T steps at once in big vectorized passes (fewer numpy calls) measured 15-20%
-    slower at every size, because those passes go through memory.
+    Step by step, each step's (B, H) arrays small enough to stay in cache: making the factors for
+    all T steps in big passes means fewer numpy calls but more trips through memory, and is slower.
     """
     hs, cs, tanh_cs, gates, Whh = cache
     T, B, H = dhs.shape
@@ -259,11 +260,11 @@ def lstm_backward(dhs, cache):
     d = np.empty((4, B, H), dhs.dtype)  # the same for one step, gate-major
     dh = np.zeros((B, H), dhs.dtype)  # gradient reaching h_t: from step t+1, then in all
     dc = np.zeros((B, H), dhs.dtype)  # gradient reaching c_t: from step t+1, then in all
-    tmp = np.empty((B, H), dhs.dtype)
-    tmp3 = np.empty((3, B, H), dhs.dtype)
+    tmp = np.empty((B, H), dhs.dtype)  # scratch
+    tmp3 = np.empty((3, B, H), dhs.dtype)  # scratch for the three sigmoid derivatives at once
     WhhT = np.ascontiguousarray(Whh.T)  # (4H, H), as in rnn_backward
     do, di, df, dg = d
-    dxw_steps = gate_major(dxw, 4)  # (T, 4, B, H) view of the rows
+    dxw_steps = gate_major(dxw, 4)  # (T, 4, B, H) view of the rows, made once outside the loop
     for t in range(T - 1, -1, -1):
         act, tc = gates[:, t], tanh_cs[t]
         o, i, f, g = act
@@ -309,14 +310,15 @@ def lstm_backward(dhs, cache):
 
 
 def gru_cell(a, rec, bhn, h_prev, hn, h):
-    """One step, in place. a: (3, B, H) gate-major input projection x_t W_xh + b with the r and z
-    blocks halved, in; the activated [r z n], out. rec: (3, B, H) = h_prev W_hh, halved the same
+    """One step, in place (out-parameters, so the sequence loop allocates nothing).
+    a: (3, B, H) gate-major input projection x_t W_xh + b with the r and z blocks halved, in; the
+    activated [r z n], out.  rec: (3, B, H) = h_prev W_hh, halved the same
     way (used up as scratch);  bhn: (H,);  h_prev: (B, H);  writes hn: (B, H) = h_prev W_hn + b_hn
     (backward needs it) and h: (B, H), which may be h_prev itself (it is read before h is written)."""
     np.add(rec[2], bhn, out=hn)
     rz = a[:2]
     rz += rec[:2]
-    np.tanh(rz, out=rz)  # sigmoid of the unhalved pre-activations, in two more calls
+    np.tanh(rz, out=rz)  # tanh(a/2) of r and z at once; the two calls below make it sigmoid(a)
     rz *= 0.5
     rz += 0.5
     r, z, n = a
@@ -329,7 +331,8 @@ def gru_cell(a, rec, bhn, h_prev, hn, h):
 
 
 def gru_step(xw, h, Whh, bhn):
-    """One step. xw: (B, 3H) = x_t W_xh + b;  h: (B, H);  Whh: (H, 3H);  bhn: (H,)  ->  h_t: (B, H)."""
+    """One step, inputs untouched. xw: (B, 3H) = x_t W_xh + b (plain rows);  h: (B, H);  Whh: (H, 3H);
+    bhn: (H,)  ->  h_t: (B, H)."""
     scale = gate_scale(GRU_SCALE, h.shape[-1], h.dtype)
     rec = h @ Whh
     rec *= scale
@@ -339,15 +342,15 @@ def gru_step(xw, h, Whh, bhn):
 
 
 def gru_forward(xw, h0, Whh, bhn):
-    """The whole sequence. xw: (3, T, B, H) from gate_projection (or gates_from_rows), overwritten:
-    it becomes the activated gates, kept for backward;  h0: (B, H);  Whh: (H, 3H);  bhn: (H,).
+    """The whole sequence. xw: (3, T, B, H) from gate_projection (or gates_from_rows), OVERWRITTEN:
+    it becomes the activated gates [r z n], kept for backward;  h0: (B, H);  Whh: (H, 3H);  bhn: (H,).
 
     Returns hs: (T+1, B, H) with hs[0] = h0, and the cache.
     """
     _, T, B, H = xw.shape
     hs = np.empty((T + 1, B, H), xw.dtype)  # hidden states, hs[0] = h0
     hns = np.empty((T, B, H), xw.dtype)  # h_{t-1} W_hn + b_hn, what r multiplies, kept for backward
-    W = _scaled(Whh, GRU_SCALE)  # (3, H, H)
+    W = _scaled(Whh, GRU_SCALE)  # (3, H, H): gate-major and halved once per window, not per step
     rec = np.empty((3, B, H), xw.dtype)  # h_{t-1} W_hh of one step
     hs[0] = h0
     for t in range(T):
@@ -359,7 +362,7 @@ def gru_forward(xw, h0, Whh, bhn):
 def gru_backward(dhs, cache):
     """dhs: (T, B, H), the loss gradient w.r.t. h_1..h_T from the layers above.
 
-    Returns dxw: (T, B, 3H), dh0: (B, H), dWhh: (H, 3H), dbhn: (H,).
+    Returns dxw: (T, B, 3H) (at the unhalved projection), dh0: (B, H), dWhh: (H, 3H), dbhn: (H,).
     """
     hs, hns, gates, Whh = cache
     T, B, H = dhs.shape
@@ -370,12 +373,12 @@ def gru_backward(dhs, cache):
     d = np.empty((3, B, H), dhs.dtype)  # dxw of one step, gate-major
     dwn = np.empty((B, H), dhs.dtype)  # dhw's n block of one step
     dh = np.zeros((B, H), dhs.dtype)  # gradient reaching h_t from step t+1
-    tmp = np.empty((B, H), dhs.dtype)
-    tmp2 = np.empty((2, B, H), dhs.dtype)
+    tmp = np.empty((B, H), dhs.dtype)  # scratch
+    tmp2 = np.empty((2, B, H), dhs.dtype)  # scratch for the two sigmoid derivatives at once
     back = np.empty((B, H), dhs.dtype)  # the part of h_{t-1}'s gradient that passes through W_hh
     WhhT = np.ascontiguousarray(Whh.T)  # (3H, H), as in rnn_backward
     dr, dz, dn = d
-    dxw_steps, dhw_steps = gate_major(dxw, 3), gate_major(dhw, 3)  # (T, 3, B, H) views of the rows
+    dxw_steps, dhw_steps = gate_major(dxw, 3), gate_major(dhw, 3)  # (T, 3, B, H) views, made once
     for t in range(T - 1, -1, -1):
         act = gates[:, t]
         r, z, n = act

@@ -1,10 +1,11 @@
-"""Every layer's backward against float64 finite differences, and the LSTM's and GRU's forwards
-against plain step-by-step references written from the equations."""
+"""Every fast layer's backward against float64 finite differences, the embedding gradient's fast
+forms against np.add.at, the gated cells' projection layout, and dropout. tests/test_reference.py
+compares every fast layer, forward and backward, with the plain equations in charnn.reference."""
 
 import numpy as np
 import pytest
 
-from charnn import layers
+from charnn import layers, reference
 from charnn.gradcheck import THRESHOLD, numerical_gradient, relative_error
 
 T, B, V, D, H = 4, 3, 6, 5, 4
@@ -24,7 +25,7 @@ def test_embedding(rng):
     ids = rng.integers(0, V, size=(T, B))
     W, b = rng.standard_normal((V, D)), rng.standard_normal(D)
     out, cache = layers.embedding_forward(ids, W, b)
-    np.testing.assert_allclose(out, np.eye(V)[ids] @ W + b)  # the row lookup is the one-hot product
+    np.testing.assert_allclose(out, reference.embedding_forward(ids, W, b)[0])  # the row lookup is the one-hot product
 
     def grads(dout):
         dW, db = layers.embedding_backward(dout, layers.embedding_forward(ids, W, b)[1])
@@ -64,45 +65,9 @@ def test_rnn(rng):
     check(lambda: layers.rnn_forward(xw, h0, Whh)[0][1:], grads, {"xw": xw, "h0": h0, "Whh": Whh}, rng)
 
 
-def test_rnn_forward_is_the_seed_recurrence(rng):
-    xw, h0, Whh = rng.standard_normal((T, B, H)), rng.standard_normal((B, H)), rng.standard_normal((H, H))
-    hs, _ = layers.rnn_forward(xw, h0, Whh)
-    h = h0
-    for t in range(T):
-        h = np.tanh(h @ Whh + xw[t])  # h_t = tanh(W_hh h_{t-1} + W_xh x_t + b), rows as vectors
-        np.testing.assert_allclose(hs[t + 1], h, rtol=1e-12)
-
-
 def lstm_forward(xw, h0, c0, Whh):
     """layers.lstm_forward on a (T, B, 4H) projection given as rows."""
     return layers.lstm_forward(layers.gates_from_rows(xw, layers.LSTM_SCALE), h0, c0, Whh)
-
-
-def lstm_reference(xw, h0, c0, Whh):
-    """The LSTM equations one step at a time, with no fusion or in-place tricks."""
-    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
-    h, c, hs, cs = h0, c0, [], []
-    for t in range(xw.shape[0]):
-        a = xw[t] + h @ Whh
-        o, i, f, g = np.split(a, 4, axis=1)
-        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
-        h = sigmoid(o) * np.tanh(c)
-        hs.append(h)
-        cs.append(c)
-    return np.array(hs), np.array(cs)
-
-
-def test_lstm_forward_matches_reference(rng):
-    xw, h0, c0 = rng.standard_normal((T, B, 4 * H)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
-    Whh = rng.standard_normal((H, 4 * H))
-    hs, cs, _ = lstm_forward(xw, h0, c0, Whh)
-    ref_h, ref_c = lstm_reference(xw, h0, c0, Whh)
-    np.testing.assert_allclose(hs[1:], ref_h, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(cs[1:], ref_c, rtol=1e-12, atol=1e-14)
-    h, c = h0, c0
-    for t in range(T):  # the single-step function gives the same states
-        h, c = layers.lstm_step(xw[t], h, c, Whh)
-        np.testing.assert_allclose(h, hs[t + 1], rtol=1e-12, atol=1e-14)
 
 
 def test_lstm(rng):
@@ -143,22 +108,6 @@ def test_gate_projection(rng, one_hot, scale):
         np.testing.assert_array_equal(ours, plain)
 
 
-def gru_reference(xw, h0, Whh, bhn):
-    """The GRU equations (PyTorch's nn.GRU, gates [r z n]) one step at a time, with no fusion or
-    in-place tricks."""
-    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
-    xr, xz, xn = np.split(xw, 3, axis=2)
-    Whr, Whz, Whn = np.split(Whh, 3, axis=1)
-    h, hs = h0, []
-    for t in range(xw.shape[0]):
-        r = sigmoid(xr[t] + h @ Whr)
-        z = sigmoid(xz[t] + h @ Whz)
-        n = np.tanh(xn[t] + r * (h @ Whn + bhn))
-        h = (1 - z) * n + z * h
-        hs.append(h)
-    return np.array(hs)
-
-
 def gru_forward(xw, h0, Whh, bhn):
     """layers.gru_forward on a (T, B, 3H) projection given as rows."""
     return layers.gru_forward(layers.gates_from_rows(xw, layers.GRU_SCALE), h0, Whh, bhn)
@@ -170,16 +119,6 @@ def gru_inputs(rng):
             rng.standard_normal((H, 3 * H)) * 0.5, rng.standard_normal(H))
 
 
-def test_gru_forward_matches_reference(rng):
-    xw, h0, Whh, bhn = gru_inputs(rng)
-    hs, _ = gru_forward(xw, h0, Whh, bhn)
-    np.testing.assert_allclose(hs[1:], gru_reference(xw, h0, Whh, bhn), rtol=1e-12, atol=1e-14)
-    h = h0
-    for t in range(T):  # the single-step function gives the same states
-        h = layers.gru_step(xw[t], h, Whh, bhn)
-        np.testing.assert_allclose(h, hs[t + 1], rtol=1e-12, atol=1e-14)
-
-
 def test_gru(rng):
     xw, h0, Whh, bhn = gru_inputs(rng)
 
@@ -188,6 +127,24 @@ def test_gru(rng):
         return {"xw": dxw, "h0": dh0, "Whh": dWhh, "bhn": dbhn}
     check(lambda: gru_forward(xw, h0, Whh, bhn)[0][1:], grads,
           {"xw": xw, "h0": h0, "Whh": Whh, "bhn": bhn}, rng)
+
+
+def test_lstm_step_and_gru_step_match_the_reference(rng):
+    """The single-step cells (model.step's, until it goes) give the reference's states."""
+    xw, h0, c0, Whh = (rng.standard_normal((T, B, 4 * H)), rng.standard_normal((B, H)),
+                       rng.standard_normal((B, H)), rng.standard_normal((H, 4 * H)))
+    ref_hs, ref_cs, _ = reference.lstm_forward(xw, h0, c0, Whh)
+    h, c = h0, c0
+    for t in range(T):
+        h, c = layers.lstm_step(xw[t], h, c, Whh)
+        np.testing.assert_allclose(h, ref_hs[t + 1], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(c, ref_cs[t + 1], rtol=1e-12, atol=1e-14)
+    xw, h0, Whh, bhn = gru_inputs(rng)
+    ref_hs, _ = reference.gru_forward(xw, h0, Whh, bhn)
+    h = h0
+    for t in range(T):
+        h = layers.gru_step(xw[t], h, Whh, bhn)
+        np.testing.assert_allclose(h, ref_hs[t + 1], rtol=1e-12, atol=1e-14)
 
 
 def test_dropout_mask_keeps_1_minus_p_and_scales():
@@ -218,8 +175,9 @@ def test_dropout_with_a_fixed_mask(rng):
 def test_softmax_cross_entropy(rng):
     logits, targets = rng.standard_normal((8, V)), rng.integers(0, V, size=8)
     loss, dlogits = layers.softmax_cross_entropy(logits, targets)
-    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    assert loss == pytest.approx(-np.mean(np.log(p[np.arange(8), targets])), rel=1e-12)
+    ref_loss, ref_dlogits = reference.softmax_cross_entropy(logits, targets)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    np.testing.assert_allclose(dlogits, ref_dlogits, rtol=1e-10, atol=1e-14)
     numeric = numerical_gradient(lambda: layers.softmax_cross_entropy(logits, targets)[0], logits)
     assert relative_error(dlogits, numeric) < THRESHOLD
 
