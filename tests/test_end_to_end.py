@@ -123,6 +123,9 @@ def test_epochs_stop_after_that_many_passes_and_info_says_so(tmp_path, monkeypat
     assert info.exit_code == 0
     assert re.search(rf"^progress +step {expected} \(2\.00 epochs\)", info.stdout, re.M), info.stdout
     assert re.search(r"^training .*limit 2 epochs", info.stdout, re.M), info.stdout
+    more = runner.invoke(cli, ["resume", latest, "--epochs", "2.25"], catch_exceptions=False)
+    assert more.exit_code == 0, more.stderr
+    assert checkpoint.load(latest).header["step"] == 149  # 2.25 x 66 = 148.5 windows: the half window is taken
 
 
 # ------------------------------------------------------------------------------------------------
@@ -158,8 +161,17 @@ def test_a_damaged_latest_is_left_alone(run_r, tmp_path):
     assert os.path.exists(os.path.join(result.run_dir, "latest.npz"))
 
 
-def test_another_runs_latest_is_left_alone(run_r, tiny_corpus, tmp_path):
-    mc, tc = tiny_configs("rnn", steps=4, eval_every=4, random_seed=1)  # behind step 5: only its seed differs
+# _would_overwrite knows a run by its corpus, model and seed only, while resume() itself holds every
+# training setting outside train.RESUMABLE to define the run: such a run's latest.npz is overwritten.
+OTHER_SETTINGS_BUG = pytest.mark.xfail(strict=True, reason="a run with another optimizer or batch size is taken "
+                                                           "for the same run and its latest.npz overwritten")
+
+
+@pytest.mark.parametrize("differs", [{"random_seed": 1},
+                                     pytest.param({"optimizer": "sgd"}, marks=OTHER_SETTINGS_BUG),
+                                     pytest.param({"batch_size": 2}, marks=OTHER_SETTINGS_BUG)])
+def test_another_runs_latest_is_left_alone(run_r, tiny_corpus, tmp_path, differs):
+    mc, tc = tiny_configs("rnn", steps=4, eval_every=4, **differs)  # behind step 5: only `differs` differs
     other = train.train(tiny_corpus, mc, tc, tmp_path, run_name="other")
     shutil.copyfile(other.latest, run_r.latest)
     foreign = open(run_r.latest, "rb").read()
