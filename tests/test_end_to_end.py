@@ -125,7 +125,7 @@ def test_epochs_stop_after_that_many_passes_and_info_says_so(tmp_path, monkeypat
     assert re.search(r"^training .*limit 2 epochs", info.stdout, re.M), info.stdout
     more = runner.invoke(cli, ["resume", latest, "--epochs", "2.25"], catch_exceptions=False)
     assert more.exit_code == 0, more.stderr
-    assert checkpoint.load(latest).header["step"] == 149  # 2.25 x 66 = 148.5 windows: the half window is taken
+    assert checkpoint.load(latest).header["step"] == 149  # 2.25 x 66 = 148.5 windows: a started window is a whole step
 
 
 # ------------------------------------------------------------------------------------------------
