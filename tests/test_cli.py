@@ -240,6 +240,7 @@ def test_bad_time_budget(workdir):
 
 def test_bench_runs_on_a_tiny_configuration(workdir):
     """Not a timing test: the benchmark runs end to end and reports what it measured."""
+    from charnn import bench as bench_mod
     r = run("bench", "--model", "lstm", "--num-layers", 1, "--hidden-size", 8, "--batch-size", 2,
             "--seq-length", 4, "--steps", 2, "--warmup", 1, "--no-sample", "--encode-mb", 1,
             "--torch-python", sys.executable if importlib.util.find_spec("torch") else "/nonexistent/python",
@@ -248,7 +249,16 @@ def test_bench_runs_on_a_tiny_configuration(workdir):
     results = json.loads((workdir / "bench.json").read_text())
     row = results["train"][0]
     assert row["name"] == "LSTM 1 x 8, B 2, T 4" and row["charnn"]["seconds"] > 0 and row["charnn"]["peak_rss"] > 0
-    assert row["flops"] == 3 * 2 * 8 * 8 * 32 + 3 * 2 * 8 * 8 * 65  # recurrent and output products, B*T = 8 rows
+    # Counted by hand, 2 FLOPs a multiply-add, each product three times (forward, input gradient,
+    # weight gradient), B*T = 8 rows; layer 0's one-hot input is a row lookup and is not counted:
+    #   h @ Whh  (8 x 8) @ (8 x 4*8):  2 * 8 * 8 * 32 = 4,096, times 3 = 12,288
+    #   h @ Why  (8 x 8) @ (8 x 65):   2 * 8 * 8 * 65 = 8,320, times 3 = 24,960
+    assert row["flops"] == 37_248
+    # Two layers, as above with B*T = 3 * 5 = 15 rows, H = 10, V = 7: layer 1 adds its input product.
+    #   one (15 x 10) @ (10 x G*10) product: 2 * 15 * 10 * 10 * G = 3,000 G, times 3 = 9,000 G
+    #   layer 0's Whh, layer 1's Wxh and Whh: 3 * 9,000 G;  h @ Why (15 x 10) @ (10 x 7): 3 * 2,100 = 6,300
+    for name, expected in (("rnn", 33_300), ("lstm", 114_300), ("gru", 87_300)):  # G = 1, 4, 3
+        assert bench_mod.matrix_flops(bench_mod.Config(name, 2, 10, 3, seq=5, vocab=7)) == expected, name
     assert [e["mixed"] for e in results["encode"]] == [False, True] and results["encode"][1]["vocab"] > 256
     assert "| LSTM 1 x 8, B 2, T 4 |" in r.stdout and "| mixed scripts |" in r.stdout
     if results["torch"] is None:
