@@ -167,12 +167,17 @@ def _would_overwrite(checkpoint_path: str, ckpt: checkpoint.Checkpoint) -> bool:
     if os.path.abspath(checkpoint_path) == os.path.abspath(latest) or not os.path.exists(latest):
         return False
     try:
-        other = checkpoint.load(latest).header
+        other = checkpoint.load(latest)
     except CharnnError:
         return True
-    same_run = (other["corpus"]["sha256"], other["model"], other["train"]["random_seed"]) == \
-        (ckpt.header["corpus"]["sha256"], ckpt.header["model"], ckpt.header["train"]["random_seed"])
-    return not same_run or other["step"] > ckpt.header["step"]
+    return _run_identity(other) != _run_identity(ckpt) or other.header["step"] > ckpt.header["step"]
+
+
+def _run_identity(ckpt: checkpoint.Checkpoint) -> tuple:
+    """What makes two checkpoints the same run: the text, the model and every training setting a
+    resume may not change (the rule resume() applies to its overrides)."""
+    defining = {k: v for k, v in ckpt.train_config.to_dict().items() if k not in RESUMABLE}
+    return ckpt.header["corpus"]["sha256"], ckpt.model_config, defining
 
 
 @dataclass

@@ -161,15 +161,7 @@ def test_a_damaged_latest_is_left_alone(run_r, tmp_path):
     assert os.path.exists(os.path.join(result.run_dir, "latest.npz"))
 
 
-# _would_overwrite knows a run by its corpus, model and seed only, while resume() itself holds every
-# training setting outside train.RESUMABLE to define the run: such a run's latest.npz is overwritten.
-OTHER_SETTINGS_BUG = pytest.mark.xfail(strict=True, reason="a run with another optimizer or batch size is taken "
-                                                           "for the same run and its latest.npz overwritten")
-
-
-@pytest.mark.parametrize("differs", [{"random_seed": 1},
-                                     pytest.param({"optimizer": "sgd"}, marks=OTHER_SETTINGS_BUG),
-                                     pytest.param({"batch_size": 2}, marks=OTHER_SETTINGS_BUG)])
+@pytest.mark.parametrize("differs", [{"random_seed": 1}, {"optimizer": "sgd"}, {"batch_size": 2}])
 def test_another_runs_latest_is_left_alone(run_r, tiny_corpus, tmp_path, differs):
     mc, tc = tiny_configs("rnn", steps=4, eval_every=4, **differs)  # behind step 5: only `differs` differs
     other = train.train(tiny_corpus, mc, tc, tmp_path, run_name="other")
