@@ -259,7 +259,7 @@ class Training:
     # -- the step's parts -------------------------------------------------------------------------
 
     def _next_batch(self):
-        inputs, targets, new_pass = self.stream.next()  # each (B, T)
+        inputs, targets, new_pass = self.stream.next()  # each (T, B)
         if new_pass:  # a new pass over the text: forget the last one's context
             self.state.carried = model.zero_state(self.model_config, self.config.batch_size, self.config.dtype)
         return inputs, targets
