@@ -19,9 +19,24 @@ RMSPROP_DECAY = 0.99  # PyTorch's default alpha
 EPS = 1e-8
 
 
+NORM_CHUNK = 1 << 16  # elements cast to float64 at a time: bounded extra memory (512 KB)
+
+
 def global_norm(grads: dict[str, np.ndarray]) -> float:
-    """sqrt of the sum of squares of every gradient element, in float64."""
-    return math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+    """sqrt of the sum of squares of every gradient element, summed in float64.
+
+    A float32 dot product would sum in float32: squares above 3.4e38 overflow to inf, and millions
+    of small squares lose digits. So float32 gradients are cast in chunks, each a float64 dot."""
+    total = 0.0
+    for g in grads.values():
+        flat = g.reshape(-1)
+        if flat.dtype == np.float64:
+            total += float(np.dot(flat, flat))
+            continue
+        for i in range(0, flat.size, NORM_CHUNK):
+            part = flat[i:i + NORM_CHUNK].astype(np.float64)
+            total += float(np.dot(part, part))
+    return math.sqrt(total)
 
 
 def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:

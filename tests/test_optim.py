@@ -46,7 +46,49 @@ def test_every_optimizer_minimises_a_quadratic(name, lr, rng):
     target = rng.standard_normal(5)
     p = {"w": np.zeros(5)}
     state = optim.init_state(name, p)
-    assert set(state) == set(optim.SLOTS[name])
+    assert set(state) == {"adam": {"m", "v"}, "rmsprop": {"v"}, "adagrad": {"v"}, "sgd": set()}[name]
     for t in range(1, 301):
         optim.update(name, p, {"w": 2 * (p["w"] - target)}, state, lr, t)
     assert np.abs(p["w"] - target).max() < 0.05
+
+
+def test_the_global_norm_is_summed_in_float64():
+    """float32 gradients whose squares overflow float32 (above 3.4e38) still have a finite norm,
+    and many small squares are summed without float32's rounding."""
+    big = {"a": np.full(4, 1e20, np.float32), "b": np.full(3, -1e20, np.float32)}
+    assert optim.global_norm(big) == pytest.approx(math.sqrt(7) * 1e20, rel=1e-6)
+    many = {"w": np.full(3_000_000, 0.1, np.float32)}
+    exact = math.sqrt(3_000_000 * float(np.float32(0.1)) ** 2)
+    assert optim.global_norm(many) == pytest.approx(exact, rel=1e-12)
+
+
+def _rmsprop(p, g, v, lr, t):  # PyTorch's torch.optim.RMSprop, alpha 0.99, eps 1e-8, no momentum
+    v = 0.99 * v + 0.01 * g * g
+    return p - lr * g / (np.sqrt(v) + 1e-8), v
+
+
+def _adagrad(p, g, v, lr, t):  # Duchi et al. 2011, as torch.optim.Adagrad with no decay
+    v = v + g * g
+    return p - lr * g / (np.sqrt(v) + 1e-8), v
+
+
+def _sgd(p, g, v, lr, t):
+    return p - lr * g, v
+
+
+@pytest.mark.parametrize("name,formula", [("rmsprop", _rmsprop), ("adagrad", _adagrad), ("sgd", _sgd)])
+def test_rmsprop_adagrad_and_sgd_follow_their_formulas(name, formula, rng):
+    """Five updates with changing gradients and rates against the update rule written out."""
+    p = {"w": rng.standard_normal((2, 3)), "b": rng.standard_normal(3)}
+    ref = {k: a.copy() for k, a in p.items()}
+    ref_v = {k: np.zeros_like(a) for k, a in p.items()}
+    state = optim.init_state(name, p)
+    for t in range(1, 6):
+        lr = 0.01 * t
+        grads = {k: rng.standard_normal(a.shape) for k, a in p.items()}
+        optim.update(name, p, {k: g.copy() for k, g in grads.items()}, state, lr, t)
+        for k in p:
+            ref[k], ref_v[k] = formula(ref[k], grads[k], ref_v[k], lr, t)
+            np.testing.assert_allclose(p[k], ref[k], rtol=1e-12, atol=1e-15)
+            if name != "sgd":
+                np.testing.assert_allclose(state["v"][k], ref_v[k], rtol=1e-12, atol=1e-15)
