@@ -68,7 +68,11 @@ class TextScore:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.nats)
+        """e^nats; inf above 709.78 nats, where a float64 overflows."""
+        try:
+            return math.exp(self.nats)
+        except OverflowError:
+            return math.inf
 
 
 def score_text(params, config: ModelConfig, vocab: Vocab, text: str) -> TextScore:
