@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -64,8 +64,7 @@ def save(path: str, ckpt: Checkpoint) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".npz.tmp", dir=folder)
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes the file owner-only; a checkpoint is a normal file
+        fd, tmp = _create_temporary(folder)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
@@ -79,10 +78,15 @@ def save(path: str, ckpt: Checkpoint) -> None:
             os.unlink(tmp)
 
 
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it: put it straight back
-    os.umask(mask)
-    return mask
+def _create_temporary(folder: str) -> tuple[int, str]:
+    """A new file with a random name in folder, opened for writing. Mode 0o666 lets the OS apply
+    the umask, so a checkpoint gets the usual mode without reading the umask (which means setting it)."""
+    while True:
+        tmp = os.path.join(folder, f".{secrets.token_hex(8)}.npz.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def load(path: str) -> Checkpoint:

@@ -49,10 +49,34 @@ def test_round_trip_is_bit_exact(tmp_path, rng, name, dtype):
         assert "param/l0.Wxh" in f.files and "optim/m/Why" in f.files and "state/h" in f.files
 
 
-def test_save_replaces_atomically_and_leaves_no_temporary(tmp_path, rng):
+def test_save_replaces_atomically_and_leaves_no_temporary(tmp_path, rng, monkeypatch):
+    """A write interrupted halfway (Ctrl-C) leaves the old checkpoint whole; a finished one
+    replaces it by one rename from a temporary file in the same folder."""
     path = str(tmp_path / "c.npz")
-    checkpoint.save(path, make_checkpoint(rng))
-    checkpoint.save(path, make_checkpoint(rng))
+    old = make_checkpoint(rng)
+    checkpoint.save(path, old)
+    before = open(path, "rb").read()
+    real_savez = np.savez
+
+    def half_then_interrupt(f, **arrays):
+        real_savez(f, **arrays)
+        f.truncate(f.tell() // 2)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(np, "savez", half_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(path, make_checkpoint(rng))
+    monkeypatch.undo()
+    assert open(path, "rb").read() == before and os.listdir(tmp_path) == ["c.npz"]
+    assert checkpoint.load(path).params["Why"].tobytes() == old.params["Why"].tobytes()
+
+    renames = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (renames.append((a, b)), real_replace(a, b)))
+    new = make_checkpoint(rng)
+    checkpoint.save(path, new)
+    (src, dst), = renames
+    assert dst == path and os.path.dirname(src) == str(tmp_path) and src != path
+    assert checkpoint.load(path).params["Why"].tobytes() == new.params["Why"].tobytes()
     assert os.listdir(tmp_path) == ["c.npz"]
 
 
@@ -210,3 +234,41 @@ def test_find_picks_the_best_of_the_newest_run(tmp_path, rng):
     assert checkpoint.find(None, str(tmp_path)) == str(new / "best.npz")
     assert checkpoint.find(str(old), "unused") == str(old / "latest.npz")
     assert checkpoint.find("x.npz", "unused") == "x.npz"
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_save_leaves_no_descriptor_open_when_a_call_fails(tmp_path, rng, monkeypatch):
+    """Whatever fails while the temporary file is made or written, its descriptor is closed and
+    the temporary removed."""
+    ckpt = make_checkpoint(rng)
+    path = str(tmp_path / "c.npz")
+    failing = OSError(1, "Operation not permitted")
+    for target, name in [(os, "fchmod"), (os, "fsync"), (np, "savez")]:
+        before = _open_descriptors()
+        with monkeypatch.context() as m:
+            m.setattr(target, name, lambda *a, **k: (_ for _ in ()).throw(failing))
+            try:
+                checkpoint.save(path, ckpt)
+            except CharnnError:
+                pass
+        assert _open_descriptors() == before, name
+        assert [n for n in os.listdir(tmp_path) if n != "c.npz"] == [], name
+
+
+def test_save_never_touches_the_process_umask(tmp_path, rng, monkeypatch):
+    """Setting the umask to read it would leave a moment in which another thread creates
+    world-writable files; the checkpoint still gets the usual mode, 0o666 less the umask."""
+    original = os.umask(0o027)
+    try:
+        def no_umask(*a):
+            raise AssertionError("checkpoint.save called os.umask")
+        monkeypatch.setattr(os, "umask", no_umask)
+        path = str(tmp_path / "c.npz")
+        checkpoint.save(path, make_checkpoint(rng))
+        assert os.stat(path).st_mode & 0o777 == 0o640  # 0o666 less the umask 0o027
+    finally:
+        monkeypatch.undo()
+        os.umask(original)
