@@ -1,9 +1,7 @@
 """The checkpoint format: one .npz file, readable with `np.load(path, allow_pickle=False)`.
 
 Entries (every array a plain numeric or string array, never a pickled object):
-    header              0-d string array: JSON with "format": "charnn-checkpoint", "version",
-                        "model" (ModelConfig), "train" (TrainConfig), "vocab" (the characters in id
-                        order), "step", "history" and the run's other facts
+    header              0-d string array: JSON, the fields of HEADER_FIELDS below
     param/<name>        every parameter under its name (model.param_shapes), dtype train.dtype
     optim/<slot>/<name> optimizer state under the same names (optim.SLOTS), same dtype
     state/<h|c>         the recurrent state carried into the next window, (L, B, H)
@@ -31,9 +29,42 @@ from charnn.errors import CharnnError
 
 FORMAT = "charnn-checkpoint"
 VERSION = 1
-# Header entries every charnn checkpoint has (a run's training writes them all).
-REQUIRED = ("model", "train", "vocab", "corpus", "step", "data", "rng", "elapsed_seconds", "val_loss",
-            "best_val_loss", "best_step", "lr_scale", "rollbacks", "recent_losses", "history")
+# The header, described once: save() writes exactly these fields, load() requires them (but for
+# OPTIONAL ones), and README's format table is made from this list (a test holds them equal).
+# Run facts stay fixed for a whole run; run state changes at every step (train.RunState).
+RUN_FACTS = {
+    "model": "the ModelConfig: model, vocab_size, hidden_size, num_layers, dropout",
+    "train": "the TrainConfig: every training option",
+    "vocab": "the vocabulary, its characters in id order",
+    "corpus": "the text trained on: path, sha256, chars, train_chars, val_chars",
+    "baselines": "unigram_bits, ngram_order, ngram_bits: the reference models on the validation split",
+}
+RUN_STATE = {
+    "step": "updates applied",
+    "data": "the batch cursor: epoch (completed passes) and window (the next one)",
+    "rng": "the state of the run's random generator (dropout masks)",
+    "elapsed_seconds": "training time across resumes",
+    "val_loss": "the validation loss at the last evaluation (null before one)",
+    "best_val_loss": "the best validation loss so far (null before an evaluation)",
+    "best_step": "the step of the best validation loss (null before an evaluation)",
+    "lr_scale": "the learning-rate multiplier, halved by every rollback",
+    "rollbacks": "rollbacks made in all",
+    "recent_losses": "the last training losses, the divergence check's reference",
+    "history": "step, train_loss and val_loss at every evaluation, three lists",
+}
+HEADER_FIELDS = {
+    "format": f'"{FORMAT}"',
+    "version": f"the format version, {VERSION}",
+    **RUN_FACTS,
+    **RUN_STATE,
+}
+OPTIONAL = ("baselines",)  # absent in checkpoints written before baselines existed
+REQUIRED = tuple(k for k in {**RUN_FACTS, **RUN_STATE} if k not in OPTIONAL)
+
+
+def header_table() -> str:
+    """The header's fields as the rows of a markdown table (README's checkpoint format)."""
+    return "\n".join(f"| `{name}` | {text} |" for name, text in HEADER_FIELDS.items())
 
 
 @dataclass
@@ -56,6 +87,7 @@ def save(path: str, ckpt: Checkpoint) -> None:
     """Write ckpt to path atomically. Raises CharnnError if the folder cannot be written; an
     existing file at path is then left as it was."""
     header = dict(ckpt.header, format=FORMAT, version=VERSION)
+    assert set(REQUIRED) <= set(header) <= set(HEADER_FIELDS), sorted(set(header) ^ set(HEADER_FIELDS))
     arrays = {"header": np.array(json.dumps(header, ensure_ascii=False))}
     arrays.update({f"param/{n}": p for n, p in ckpt.params.items()})
     for slot, values in ckpt.optim_state.items():

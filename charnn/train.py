@@ -83,6 +83,7 @@ class RunState:
     history: dict = field(default_factory=lambda: {"step": [], "train_loss": [], "val_loss": []})
 
     def header(self, stream: data.BatchStream) -> dict:
+        """The checkpoint header's run state (checkpoint.RUN_STATE describes each field)."""
         return {"step": self.step, "data": {"epoch": stream.epoch, "window": stream.window},
                 "rng": self.rng.bit_generator.state, "elapsed_seconds": round(self.elapsed, 3),
                 "val_loss": self.val_loss, "best_val_loss": self.best, "best_step": self.best_step,
@@ -207,7 +208,7 @@ class Training:
         self.stream = data.BatchStream(self.train_ids, config.batch_size, config.seq_length)
         self.stream.epoch, self.stream.window = state.cursor
         self.limits = Limits(config, self.stream.windows_per_epoch)
-        self.run_facts = {  # the header entries that do not change as the run goes on
+        self.run_facts = {  # the header entries that do not change as the run goes on (checkpoint.RUN_FACTS)
             "model": model_config.to_dict(), "train": config.to_dict(), "vocab": corpus.vocab.chars,
             "corpus": {"path": os.path.abspath(corpus.path), "sha256": corpus.sha256, "chars": len(corpus.ids),
                        "train_chars": len(self.train_ids), "val_chars": len(self.val_ids)},

@@ -272,3 +272,20 @@ def test_save_never_touches_the_process_umask(tmp_path, rng, monkeypatch):
     finally:
         monkeypatch.undo()
         os.umask(original)
+
+
+def test_the_readme_table_of_the_header_is_the_description_in_the_code():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    assert checkpoint.header_table() in readme
+
+
+def test_save_writes_exactly_the_described_header(tmp_path, rng):
+    path = str(tmp_path / "c.npz")
+    checkpoint.save(path, make_checkpoint(rng))
+    with np.load(path, allow_pickle=False) as f:
+        header = json.loads(str(f["header"]))
+    assert set(header) == set(checkpoint.HEADER_FIELDS) - {"baselines"}
+    ckpt = make_checkpoint(rng)
+    ckpt.header["undescribed"] = 1  # a field nobody described cannot slip into the format
+    with pytest.raises(AssertionError):
+        checkpoint.save(path, ckpt)
