@@ -250,7 +250,7 @@ def run(configs: list[Config], steps=20, warmup=3, torch_python=None, sample_cfg
 
 
 def markdown(results: dict) -> str:
-    """The results as markdown tables (what `charnn bench` prints and the README shows)."""
+    """The results as markdown tables (what `charnn bench` prints; docs/speed.md keeps a whole run of it)."""
     torch_v = results["torch"]
     ceiling = results["ceiling"]
     lines = [f"Training step (forward, BPTT, clip, Adam), V {VOCAB}, float32, {results['machine']['cpus']} threads; "
