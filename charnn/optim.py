@@ -17,11 +17,27 @@ SLOTS = {"adam": ("m", "v"), "rmsprop": ("v",), "adagrad": ("v",), "sgd": ()}
 ADAM_BETAS = (0.9, 0.999)  # Kingma & Ba 2015, as PyTorch
 RMSPROP_DECAY = 0.99  # PyTorch's default alpha
 EPS = 1e-8
+NORM_CHUNK = 1 << 15  # elements widened to float64 at a time by global_norm: 256 KB, whatever the model
 
 
 def global_norm(grads: dict[str, np.ndarray]) -> float:
-    """sqrt of the sum of squares of every gradient element, in float64."""
-    return math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+    """sqrt of the sum of squares of every gradient element, in float64.
+
+    A float32 dot product sums in float32, which overflows above 3.4e38 and keeps about 7 digits,
+    so float32 gradients are widened to float64 a chunk at a time into one small buffer (no
+    float64 copy of the whole gradient) and each chunk is summed by a float64 dot product."""
+    total = 0.0
+    buf = np.empty(NORM_CHUNK, np.float64)  # (NORM_CHUNK,) scratch
+    for g in grads.values():
+        flat = g.reshape(-1)  # (n,), a view of a contiguous gradient
+        if flat.dtype == np.float64:
+            total += float(np.dot(flat, flat))
+            continue
+        for start in range(0, flat.size, NORM_CHUNK):
+            chunk = buf[:min(NORM_CHUNK, flat.size - start)]
+            chunk[...] = flat[start:start + NORM_CHUNK]
+            total += float(np.dot(chunk, chunk))
+    return math.sqrt(total)
 
 
 def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:

@@ -50,3 +50,13 @@ def test_every_optimizer_minimises_a_quadratic(name, lr, rng):
     for t in range(1, 301):
         optim.update(name, p, {"w": 2 * (p["w"] - target)}, state, lr, t)
     assert np.abs(p["w"] - target).max() < 0.05
+
+
+def test_global_norm_is_float64_for_float32_gradients():
+    """The sum of squares of float32 gradients overflows float32 (max 3.4e38): the norm must not."""
+    grads = {"a": np.full(4, 1e20, np.float32), "b": np.full(3, 3.0, np.float32)}
+    norm = optim.global_norm(grads)
+    assert type(norm) is float and norm == pytest.approx(2e20, rel=1e-6)
+    x = np.float32(1.0001)
+    many = {"a": np.full(10**6, x)}  # a float32 sum of 10^6 squares keeps about 7 digits of them
+    assert optim.global_norm(many) == pytest.approx(1000 * float(x), rel=1e-12)
