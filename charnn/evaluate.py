@@ -68,7 +68,8 @@ class TextScore:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.nats)
+        """exp(nats); inf above about 709.8 nats, where float64 ends (math.exp would raise)."""
+        return math.exp(self.nats) if self.nats < math.log(np.finfo(np.float64).max) else math.inf
 
 
 def score_text(params, config: ModelConfig, vocab: Vocab, text: str) -> TextScore:
