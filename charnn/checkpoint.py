@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -64,9 +64,18 @@ def save(path: str, ckpt: Checkpoint) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".npz.tmp", dir=folder)
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes the file owner-only; a checkpoint is a normal file
-        with os.fdopen(fd, "wb") as f:
+        # A new name in the same folder (os.replace cannot cross file systems), made by us with
+        # O_EXCL so no other file is ever opened; mode 0o666 lets the OS apply the umask, as for
+        # any file the user creates, without reading or setting the process's umask.
+        name = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        tmp = name
+        try:
+            f = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            raise
+        with f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
@@ -77,12 +86,6 @@ def save(path: str, ckpt: Checkpoint) -> None:
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it: put it straight back
-    os.umask(mask)
-    return mask
 
 
 def load(path: str) -> Checkpoint:

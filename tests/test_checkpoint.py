@@ -49,10 +49,34 @@ def test_round_trip_is_bit_exact(tmp_path, rng, name, dtype):
         assert "param/l0.Wxh" in f.files and "optim/m/Why" in f.files and "state/h" in f.files
 
 
-def test_save_replaces_atomically_and_leaves_no_temporary(tmp_path, rng):
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_write_that_fails_midway_leaves_the_old_file_readable(tmp_path, rng, monkeypatch, error):
+    """np.savez writes part of the archive, then the disk fills up or Ctrl-C comes."""
+    path = str(tmp_path / "c.npz")
+    old = make_checkpoint(rng)
+    checkpoint.save(path, old)
+    real = np.savez
+
+    def half_written(f, **arrays):
+        real(f, **dict(list(arrays.items())[:3]))
+        f.write(b"PK\x03\x04 half")
+        raise error
+    monkeypatch.setattr(np, "savez", half_written)
+    with pytest.raises(CharnnError if isinstance(error, OSError) else KeyboardInterrupt):
+        checkpoint.save(path, make_checkpoint(rng))
+    assert os.listdir(tmp_path) == ["c.npz"]
+    back = checkpoint.load(path)
+    assert back.header["step"] == old.header["step"]
+    for k in old.params:
+        np.testing.assert_array_equal(back.params[k], old.params[k])
+
+
+def test_save_replaces_the_old_file(tmp_path, rng):
     path = str(tmp_path / "c.npz")
     checkpoint.save(path, make_checkpoint(rng))
-    checkpoint.save(path, make_checkpoint(rng))
+    new = make_checkpoint(rng)
+    checkpoint.save(path, new)
+    np.testing.assert_array_equal(checkpoint.load(path).params["Why"], new.params["Why"])
     assert os.listdir(tmp_path) == ["c.npz"]
 
 
@@ -210,3 +234,29 @@ def test_find_picks_the_best_of_the_newest_run(tmp_path, rng):
     assert checkpoint.find(None, str(tmp_path)) == str(new / "best.npz")
     assert checkpoint.find(str(old), "unused") == str(old / "latest.npz")
     assert checkpoint.find("x.npz", "unused") == "x.npz"
+
+
+def open_descriptors():
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("failing", ["fdopen", "fsync", "savez"])
+def test_a_failed_save_leaves_no_descriptor_open(tmp_path, rng, monkeypatch, failing):
+    ckpt, path = make_checkpoint(rng), str(tmp_path / "c.npz")
+
+    def fail(*a, **k):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(np if failing == "savez" else os, failing, fail)
+    before = open_descriptors()
+    with pytest.raises(CharnnError, match="Input/output error"):
+        checkpoint.save(path, ckpt)
+    assert open_descriptors() == before and os.listdir(tmp_path) == []
+
+
+def test_save_never_changes_the_umask(tmp_path, rng, monkeypatch):
+    """Setting the umask, even for a moment, lets another thread create a world-writable file."""
+    def refuse(mask):
+        raise AssertionError("os.umask called")
+    monkeypatch.setattr(os, "umask", refuse)
+    checkpoint.save(str(tmp_path / "c.npz"), make_checkpoint(rng))
+    assert os.listdir(tmp_path) == ["c.npz"]
