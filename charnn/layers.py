@@ -432,31 +432,50 @@ def dropout_backward(dout, cache):
 
 
 # ---------------------------------------------------------------------------------------------
-# Output
+# Output. Both forms are stable (CS231n): each row's max is subtracted before exp, so exp cannot
+# overflow and the largest term of every sum is 1.
+
+
+def log_softmax(logits):
+    """log softmax(logits) along the last axis. logits: (..., V)  ->  (..., V), in logits' dtype."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)  # (..., V), each row's max 0
+    shifted -= np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return shifted
+
+
+def softmax(logits, temperature=1.0):
+    """softmax(logits / temperature) along the last axis, in float64 (sampling sums its tail).
+
+    logits: (..., V)  ->  (..., V), each row summing to 1. The max is subtracted before dividing,
+    so a tiny temperature sends the others to -inf (probability 0) instead of overflowing to inf.
+    """
+    p = np.subtract(logits, logits.max(axis=-1, keepdims=True), dtype=np.float64)  # (..., V)
+    if temperature != 1:
+        with np.errstate(over="ignore"):
+            p /= temperature
+    np.exp(p, out=p)
+    p /= p.sum(axis=-1, keepdims=True)
+    return p
 
 
 def cross_entropy(logits, targets):
     """The summed cross-entropy of softmax(logits) against the target ids, without the gradient
     (evaluation). logits: (N, V);  targets: (N,) ids  ->  nats (float64)."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_sums = np.log(np.exp(shifted).sum(axis=1))  # (N,)
-    return -float((shifted[np.arange(len(targets)), targets] - log_sums).sum(dtype=np.float64))
+    log_p = log_softmax(logits)  # (N, V)
+    return -float(log_p[np.arange(len(targets)), targets].sum(dtype=np.float64))
 
 
 def softmax_cross_entropy(logits, targets):
     """Mean cross-entropy of softmax(logits) against the target ids, and its gradient.
 
     logits: (N, V);  targets: (N,) ids  ->  loss (float, nats per row), dlogits: (N, V).
-    Stable form: subtract each row's max before exp (CS231n); the loss is summed in float64.
+    The loss is summed in float64; the gradient is softmax(logits) - onehot(targets), over N.
     """
     N = logits.shape[0]
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted)
-    sums = probs.sum(axis=1, keepdims=True)
     rows = np.arange(N)
-    log_p = shifted[rows, targets] - np.log(sums[:, 0])  # (N,) log-probability of each target
-    loss = -float(log_p.sum(dtype=np.float64)) / N
-    probs /= sums
+    log_p = log_softmax(logits)  # (N, V)
+    loss = -float(log_p[rows, targets].sum(dtype=np.float64)) / N
+    probs = np.exp(log_p, out=log_p)  # (N, V), the softmax
     probs[rows, targets] -= 1
     probs /= N
     return loss, probs

@@ -23,14 +23,12 @@ def choose(logits: np.ndarray, rng: np.random.Generator, temperature=1.0, top_k=
     probability exceeds a uniform draw."""
     if argmax:
         return int(np.argmax(logits))
-    z = logits.astype(np.float64) / temperature
-    if top_k is not None and top_k < len(z):
-        cutoff = np.partition(z, -top_k)[-top_k]  # the k-th largest logit
-        z[z < cutoff] = -np.inf
-    p = np.exp(z - z.max())
-    cdf = np.cumsum(p)
+    if top_k is not None and top_k < len(logits):
+        cutoff = np.partition(logits, -top_k)[-top_k]  # the k-th largest logit
+        logits = np.where(logits < cutoff, -np.inf, logits)  # (V,)
+    cdf = np.cumsum(layers.softmax(logits, temperature))  # (V,)
     i = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
-    return min(i, len(z) - 1)  # guards the (measure-zero) draw of exactly cdf[-1]
+    return min(i, len(logits) - 1)  # guards the (measure-zero) draw of exactly cdf[-1]
 
 
 def check_options(temperature: float, top_k: int | None, length: int) -> None:

@@ -81,3 +81,9 @@ def test_the_fast_stepper_equals_model_step(name, rng):
         np.testing.assert_allclose(stepper.step(int(char_id)), expected[0], rtol=1e-10, atol=1e-12)
     for k in state:
         np.testing.assert_allclose(stepper.state[k], state[k], rtol=1e-10, atol=1e-12)
+
+
+def test_a_tiny_temperature_takes_the_most_likely(rng):
+    """logits / 1e-308 overflows to +-inf; the most likely character must still be the one drawn."""
+    logits = np.array([3.0, 1.0, 2.0, -1.0])
+    assert all(sample.choose(logits, rng, temperature=1e-308) == 0 for _ in range(20))
