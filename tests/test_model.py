@@ -46,17 +46,38 @@ def test_gradcheck_catches_a_wrong_gradient(monkeypatch):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_stepping_equals_the_sequence_forward(name, rng):
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("B", [1, 3])
+def test_stepping_equals_the_sequence_forward(name, num_layers, B, rng):
+    """The Stepper, one character at a time on B streams from a carried state, gives the logits and
+    the final state of model.forward over the whole sequence."""
+    config = ModelConfig(name, vocab_size=6, hidden_size=5, num_layers=num_layers)
+    params, state = random_params_and_state(config, rng, batch_size=B)
+    inputs = rng.integers(0, 6, size=(7, B))  # (T, B)
+    logits, _, final, _ = model.forward(params, config, inputs, state)
+    stepper = model.Stepper(params, config, B, state)
+    for t in range(7):
+        step_logits = stepper.step(int(inputs[t, 0]) if B == 1 else inputs[t])
+        assert step_logits.shape == ((6,) if B == 1 else (B, 6))
+        np.testing.assert_allclose(step_logits.reshape(B, 6), logits[t * B:(t + 1) * B], rtol=1e-10, atol=1e-12)
+    assert stepper.state.keys() == final.keys()
+    for k in final:
+        np.testing.assert_allclose(stepper.state[k], final[k], rtol=1e-10, atol=1e-12)
+    stepper.reset()
+    for k, s in stepper.state.items():
+        np.testing.assert_array_equal(s, 0)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_step_is_one_step_of_the_sequence_forward(name, rng):
     config = ModelConfig(name, vocab_size=6, hidden_size=5, num_layers=2)
     params, state = random_params_and_state(config, rng, batch_size=3)
-    inputs = rng.integers(0, 6, size=(7, 3))  # (T, B)
-    logits, _, final, _ = model.forward(params, config, inputs, state)
-    s = state
-    for t in range(7):
-        step_logits, s = model.step(params, config, inputs[t], s)
-        np.testing.assert_allclose(step_logits, logits[t * 3:(t + 1) * 3], rtol=1e-10, atol=1e-12)
+    ids = np.array([1, 5, 0])
+    logits, _, final, _ = model.forward(params, config, ids[None], state)
+    step_logits, new_state = model.step(params, config, ids, state)
+    np.testing.assert_allclose(step_logits, logits, rtol=1e-10, atol=1e-12)
     for k in final:
-        np.testing.assert_allclose(s[k], final[k], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(new_state[k], final[k], rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", MODELS)
