@@ -1,9 +1,7 @@
 """The checkpoint format: one .npz file, readable with `np.load(path, allow_pickle=False)`.
 
 Entries (every array a plain numeric or string array, never a pickled object):
-    header              0-d string array: JSON with "format": "charnn-checkpoint", "version",
-                        "model" (ModelConfig), "train" (TrainConfig), "vocab" (the characters in id
-                        order), "step", "history" and the run's other facts
+    header              0-d string array: JSON with the fields of HEADER_FIELDS below
     param/<name>        every parameter under its name (model.param_shapes), dtype train.dtype
     optim/<slot>/<name> optimizer state under the same names (optim.SLOTS), same dtype
     state/<h|c>         the recurrent state carried into the next window, (L, B, H)
@@ -31,9 +29,37 @@ from charnn.errors import CharnnError
 
 FORMAT = "charnn-checkpoint"
 VERSION = 1
-# Header entries every charnn checkpoint has (a run's training writes them all).
-REQUIRED = ("model", "train", "vocab", "corpus", "step", "data", "rng", "elapsed_seconds", "val_loss",
-            "best_val_loss", "best_step", "lr_scale", "rollbacks", "recent_losses", "history")
+
+# The header, described once: every field's name and what it holds. save() writes the format
+# fields; a run writes the others (train.py builds RUN_FACTS when a run starts and RUN_STATE at
+# every save). load() requires every field but those in OPTIONAL, and README's table lists them all.
+FORMAT_FIELDS = {
+    "format": f'"{FORMAT}"',
+    "version": f"the format version ({VERSION})",
+}
+RUN_FACTS = {  # fixed for the whole run
+    "model": "the model config: model, vocab_size, hidden_size, num_layers, dropout",
+    "train": "every training option (TrainConfig)",
+    "vocab": "the characters, in id order",
+    "corpus": "the training text: path, SHA-256, chars, train_chars, val_chars",
+    "baselines": "unigram and n-gram bits/char on the validation split",
+}
+RUN_STATE = {  # changes as the run goes on
+    "step": "updates applied",
+    "data": "the batch cursor: epoch (passes completed) and window (the next one)",
+    "rng": "the run's random generator state (dropout masks)",
+    "elapsed_seconds": "training time so far, across resumes",
+    "val_loss": "validation loss at the last evaluation, nats/char",
+    "best_val_loss": "the best validation loss so far",
+    "best_step": "the step of the best validation loss",
+    "lr_scale": "the learning-rate multiple, halved by every rollback after a divergence",
+    "rollbacks": "rollbacks after a divergence, in all",
+    "recent_losses": "the last training losses, to detect a divergence",
+    "history": "step, mean train loss and val loss at each evaluation",
+}
+HEADER_FIELDS = {**FORMAT_FIELDS, **RUN_FACTS, **RUN_STATE}
+OPTIONAL = ("baselines",)  # describe and resume read it with .get: a header may lack it
+REQUIRED = tuple(n for n in {**RUN_FACTS, **RUN_STATE} if n not in OPTIONAL)  # checked by load, after the format fields
 
 
 @dataclass

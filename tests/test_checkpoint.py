@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import time
 
 import numpy as np
@@ -192,19 +193,6 @@ def test_refuses_missing_misshapen_or_foreign_arrays(tmp_path, rng, change, mess
         checkpoint.load(path)
 
 
-def test_refuses_an_incomplete_header(tmp_path, rng):
-    path = str(tmp_path / "c.npz")
-    checkpoint.save(path, make_checkpoint(rng))
-
-    def drop_rng(arrays):
-        header = json.loads(str(arrays["header"]))
-        del header["rng"]
-        arrays["header"] = np.array(json.dumps(header))
-    rewrite(path, drop_rng)
-    with pytest.raises(CharnnError, match=r"incomplete header \(no rng\)"):
-        checkpoint.load(path)
-
-
 def test_a_saved_checkpoint_has_the_usual_file_mode(tmp_path, rng):
     path = str(tmp_path / "c.npz")
     checkpoint.save(path, make_checkpoint(rng))
@@ -260,3 +248,35 @@ def test_save_never_changes_the_umask(tmp_path, rng, monkeypatch):
     monkeypatch.setattr(os, "umask", refuse)
     checkpoint.save(str(tmp_path / "c.npz"), make_checkpoint(rng))
     assert os.listdir(tmp_path) == ["c.npz"]
+
+
+def test_readme_lists_exactly_the_header_fields():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    section = readme.split("## The checkpoint format", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `header\.(\w+)` \|", section, flags=re.M)
+    assert sorted(listed) == sorted(checkpoint.HEADER_FIELDS) and len(listed) == len(set(listed))
+
+
+def test_a_run_writes_exactly_the_described_header(tmp_path):
+    from charnn import train
+    from conftest import TINY_TEXT, tiny_configs
+    corpus = tmp_path / "t.txt"
+    corpus.write_text(TINY_TEXT)
+    mc, tc = tiny_configs("rnn", steps=2, eval_every=2)
+    result = train.train(corpus, mc, tc, tmp_path / "ck")
+    header = checkpoint.load(os.path.join(result.run_dir, "latest.npz")).header
+    assert set(header) == set(checkpoint.HEADER_FIELDS)
+
+
+@pytest.mark.parametrize("field", checkpoint.REQUIRED)
+def test_refuses_a_header_without_a_required_field(tmp_path, rng, field):
+    path = str(tmp_path / "c.npz")
+    checkpoint.save(path, make_checkpoint(rng))
+
+    def drop(arrays):
+        header = json.loads(str(arrays["header"]))
+        del header[field]
+        arrays["header"] = np.array(json.dumps(header))
+    rewrite(path, drop)
+    with pytest.raises(CharnnError, match=rf"incomplete header \(no {field}\)"):
+        checkpoint.load(path)
