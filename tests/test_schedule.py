@@ -55,6 +55,7 @@ def test_learning_rate_is_recorded_in_the_metrics(tmp_path):
     result = train.train(corpus, mc, tc, tmp_path / "ck")
     lrs = [json.loads(l)["lr"] for l in open(os.path.join(result.run_dir, runs.METRICS)) if '"train"' in l]
     assert len(lrs) == 4 and lrs == sorted(lrs, reverse=True)
-    assert lrs[0] == pytest.approx(0.01 * schedule.factor("cosine", 10, 9 / 40))
-    assert lrs[-1] == pytest.approx(0.01 * schedule.factor("cosine", 40, 39 / 40))
+    # the rate of update s is set from the progress before it, (s - 1) / 40, on the cosine 0.1 + 0.45 (1 + cos(pi p))
+    assert lrs[0] == pytest.approx(0.01 * (0.1 + 0.45 * (1 + math.cos(math.pi * 9 / 40))))
+    assert lrs[-1] == pytest.approx(0.01 * (0.1 + 0.45 * (1 + math.cos(math.pi * 39 / 40))))
     assert math.isclose(lrs[-1] / 0.01, 0.1, abs_tol=0.01)
