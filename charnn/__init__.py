@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 import numpy as np
 
 from charnn import checkpoint as _checkpoint
+from charnn import layers as _layers
 from charnn import model as _model
 from charnn import sample as _sample
 from charnn.config import ModelConfig, TrainConfig
@@ -30,25 +31,26 @@ __all__ = ["load", "Model", "ModelConfig", "TrainConfig", "Vocab", "CharnnError"
 
 
 class Model:
-    """A trained model with its vocabulary and a recurrent state of batch 1."""
+    """A trained model with its vocabulary and one stream's recurrent state, kept in its Stepper."""
 
     def __init__(self, params: dict, config: ModelConfig, vocab: Vocab):
         self.params, self.config, self.vocab = params, config, vocab
-        self.reset()
+        self._stepper = _model.Stepper(params, config)
+
+    @property
+    def state(self) -> dict:
+        """A copy of the recurrent state: each (L, 1, H)."""
+        return self._stepper.state
 
     def reset(self) -> None:
         """Forget everything stepped so far (the zero state the model was trained to start from)."""
-        self.state = _model.zero_state(self.config, 1, self.params["Why"].dtype)
+        self._stepper.reset()
 
     def step(self, char: str) -> np.ndarray:
         """Feed one character; return the probabilities of the next, (V,) float64."""
         if len(char) != 1:
             raise CharnnError(f"step takes one character, got {char!r}")
-        ids = self.vocab.encode(char).astype(np.intp)  # (B=1,)
-        logits, self.state = _model.step(self.params, self.config, ids, self.state)
-        z = logits[0].astype(np.float64)
-        p = np.exp(z - z.max())
-        return p / p.sum()
+        return _layers.softmax(self._stepper.step(int(self.vocab.encode(char)[0])))
 
     def generate(self, seed: str, length: int = 200, temperature: float = 1.0, top_k: int | None = None,
                  argmax: bool = False, random_seed: int | None = None) -> str:

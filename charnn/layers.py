@@ -213,17 +213,6 @@ def lstm_cell(a, c_prev, c, tanh_c, h, tmp):
     np.multiply(o, tanh_c, out=h)
 
 
-def lstm_step(xw, h, c, Whh):
-    """One step, inputs untouched. xw: (B, 4H) = x_t W_xh + b (plain rows);  h, c: (B, H);
-    Whh: (H, 4H)  ->  (h_t, c_t)."""
-    a = h @ Whh
-    a += xw
-    a *= gate_scale(LSTM_SCALE, h.shape[-1], a.dtype)
-    h_new, c_new, tanh_c, tmp = (np.empty_like(h) for _ in range(4))
-    lstm_cell(gate_major(a, 4), c, c_new, tanh_c, h_new, tmp)
-    return h_new, c_new
-
-
 def lstm_forward(xw, h0, c0, Whh):
     """The whole sequence. xw: (4, T, B, H) from gate_projection (or gates_from_rows), OVERWRITTEN:
     it becomes the activated gates [o i f g], kept for backward;  h0, c0: (B, H);  Whh: (H, 4H).
@@ -330,17 +319,6 @@ def gru_cell(a, rec, bhn, h_prev, hn, h):
     h += n
 
 
-def gru_step(xw, h, Whh, bhn):
-    """One step, inputs untouched. xw: (B, 3H) = x_t W_xh + b (plain rows);  h: (B, H);  Whh: (H, 3H);
-    bhn: (H,)  ->  h_t: (B, H)."""
-    scale = gate_scale(GRU_SCALE, h.shape[-1], h.dtype)
-    rec = h @ Whh
-    rec *= scale
-    h_new = np.empty_like(h)
-    gru_cell(gate_major(xw * scale, 3), gate_major(rec, 3), bhn, h, np.empty_like(h), h_new)
-    return h_new
-
-
 def gru_forward(xw, h0, Whh, bhn):
     """The whole sequence. xw: (3, T, B, H) from gate_projection (or gates_from_rows), OVERWRITTEN:
     it becomes the activated gates [r z n], kept for backward;  h0: (B, H);  Whh: (H, 3H);  bhn: (H,).
@@ -435,31 +413,50 @@ def dropout_backward(dout, cache):
 
 
 # ---------------------------------------------------------------------------------------------
-# Output
+# Output. Both forms are stable (CS231n): each row's max is subtracted before exp, so exp cannot
+# overflow and the largest term of every sum is 1.
+
+
+def log_softmax(logits):
+    """log softmax(logits) along the last axis. logits: (..., V)  ->  (..., V), in logits' dtype."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)  # (..., V), each row's max 0
+    shifted -= np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return shifted
+
+
+def softmax(logits, temperature=1.0):
+    """softmax(logits / temperature) along the last axis, in float64 (sampling sums its tail).
+
+    logits: (..., V)  ->  (..., V), each row summing to 1. The max is subtracted before dividing,
+    so a tiny temperature sends the others to -inf (probability 0) instead of overflowing to inf.
+    """
+    p = np.subtract(logits, logits.max(axis=-1, keepdims=True), dtype=np.float64)  # (..., V)
+    if temperature != 1:
+        with np.errstate(over="ignore"):
+            p /= temperature
+    np.exp(p, out=p)
+    p /= p.sum(axis=-1, keepdims=True)
+    return p
 
 
 def cross_entropy(logits, targets):
     """The summed cross-entropy of softmax(logits) against the target ids, without the gradient
     (evaluation). logits: (N, V);  targets: (N,) ids  ->  nats (float64)."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_sums = np.log(np.exp(shifted).sum(axis=1))  # (N,)
-    return -float((shifted[np.arange(len(targets)), targets] - log_sums).sum(dtype=np.float64))
+    log_p = log_softmax(logits)  # (N, V)
+    return -float(log_p[np.arange(len(targets)), targets].sum(dtype=np.float64))
 
 
 def softmax_cross_entropy(logits, targets):
     """Mean cross-entropy of softmax(logits) against the target ids, and its gradient.
 
     logits: (N, V);  targets: (N,) ids  ->  loss (float, nats per row), dlogits: (N, V).
-    Stable form: subtract each row's max before exp (CS231n); the loss is summed in float64.
+    The loss is summed in float64; the gradient is softmax(logits) - onehot(targets), over N.
     """
     N = logits.shape[0]
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted)
-    sums = probs.sum(axis=1, keepdims=True)
     rows = np.arange(N)
-    log_p = shifted[rows, targets] - np.log(sums[:, 0])  # (N,) log-probability of each target
-    loss = -float(log_p.sum(dtype=np.float64)) / N
-    probs /= sums
+    log_p = log_softmax(logits)  # (N, V)
+    loss = -float(log_p[rows, targets].sum(dtype=np.float64)) / N
+    probs = np.exp(log_p, out=log_p)  # (N, V), the softmax
     probs[rows, targets] -= 1
     probs /= N
     return loss, probs

@@ -1,5 +1,6 @@
 """The character model: parameters, their initialisation, the loss and its gradients over a batch
-by full backpropagation through time, and one step for generation.
+by full backpropagation through time, and the Stepper, which advances B streams one character
+at a time for generation.
 
     x_t  --embedding-->  layer 0  -->  layer 1  --> ... -->  layer L-1  --affine-->  logits y_t
                          (RNN, LSTM or GRU, each reading the hidden state of the one below)
@@ -67,12 +68,11 @@ def init_params(config: ModelConfig, rng: np.random.Generator, dtype="float32") 
 
     Layer 0's input is one-hot, so `x_t W_xh` is one row of W_xh: a fan-in of 1, not V. Its rows
     are an embedding table and start as nn.Embedding does, N(0, 1), so each character moves the
-    gates from the first step. Measured on tiny shakespeare (LSTM 2 x 256, B 64, T 64, Adam 2e-3,
-    600 steps): validation loss 1.674 with N(0, 1) rows against 2.054 with +-1/sqrt(H) rows.
+    gates from the first step (rows of +-1/sqrt(H) barely move them, and learn more slowly).
     The forget gate's bias starts at 1 so the cell keeps its memory at first (Jozefowicz et al. 2015).
     The GRU's biases all start at zero, as Keras starts them: its update gate z then keeps about half
-    the state at each step at first. A positive z bias (the analogue of the forget bias) would keep
-    more, but nothing here measured that it helps, so it is not done.
+    the state at each step at first (a positive z bias, the analogue of the forget bias, is not
+    known to help).
     """
     H = config.hidden_size
     params = {}
@@ -176,20 +176,115 @@ def loss_and_grads(params, config: ModelConfig, inputs, targets, state, rng=None
     return loss, backward(config, cache), new_state
 
 
+class Stepper:
+    """The model advanced one character at a time on B streams, with the state inside (the seed's
+    `y = rnn.step(x)`): generation, model.step and charnn.Model use it. No dropout.
+
+    Prepared once: layer 0's input projection of every character, bias included (a (V, G*H) table:
+    the one-hot product is a row of it); for layers above, [W_xh; W_hh] stacked so that
+    [x_t; h_{t-1}] times it makes both products in one (a GRU keeps W_xh apart: r multiplies only
+    h W_hh); for the LSTM and GRU, the sigmoid blocks scaled by layers.gate_scale, as the sequence
+    forwards scale them. The matrices are kept transposed, (G*H, K), and the activations as columns,
+    (K, B), so a product is W^T @ x; for one stream the columns are 1-D vectors, and numpy then calls
+    BLAS's matrix-vector product (gemv), which reads the transposed weights row by row, the fastest
+    form for one stream. Each gate is then a contiguous (H, B) block, which the cells of layers take
+    as they take (B, H) blocks (they are element-wise). Every buffer is preallocated, and layer l's
+    h is stored where layer l+1 reads its input, so a step allocates and copies no array.
+    """
+
+    def __init__(self, params, config: ModelConfig, batch_size: int = 1, state: dict | None = None):
+        self.config, self.B = config, batch_size
+        H, L, B, kind = config.hidden_size, config.num_layers, batch_size, config.model
+        dtype = params["Why"].dtype
+        blocks = gates(config)
+        G = blocks * H
+        scale = layers.gate_scale(layers.GATE_SCALE[kind], H, dtype) if kind in layers.GATE_SCALE else 1
+        col = (lambda a: a[..., 0]) if B == 1 else (lambda a: a)  # one stream: the 1-D vector
+        bias = (lambda b: b) if B == 1 else (lambda b: b[:, None])  # (G*H,) added to (G*H, B) columns
+        self.embed = (params["l0.Wxh"] + params["l0.bh"]) * scale  # (V, G*H)
+        self.W, self.b, self.Wx = [], [], []  # Wx: a GRU layer's input weights above layer 0, else None
+        for l in range(L):
+            Wxh, Whh = params[f"l{l}.Wxh"], params[f"l{l}.Whh"]
+            W = Whh * scale if l == 0 or kind == "gru" else np.concatenate([Wxh, Whh]) * scale  # (H or 2H, G*H)
+            self.W.append(np.ascontiguousarray(W.T))  # (G*H, H or 2H)
+            self.b.append(bias(params[f"l{l}.bh"] * scale))
+            self.Wx.append(np.ascontiguousarray((Wxh * scale).T) if kind == "gru" and l > 0 else None)  # (G*H, H)
+        self.bhn = [params[f"l{l}.bhn"][:, None] if kind == "gru" else None for l in range(L)]  # (H, 1)
+        self.Why, self.by = np.ascontiguousarray(params["Why"].T), bias(params["by"])  # (V, H)
+        self.hs = np.zeros((L + 1, H, B), dtype)  # hs[l + 1]: layer l's h, read by layer l+1; hs[0] unused
+        self.cs = np.zeros((L, H, B), dtype) if kind == "lstm" else None  # LSTM cell states
+        xh = [self.hs[l:l + 2].reshape(2 * H, B) for l in range(L)]  # (2H, B) = [input from below; h], views
+        self.xh, self.x, self.h = [col(v) for v in xh], [col(self.hs[l]) for l in range(L)], [col(self.hs[l + 1]) for l in range(L)]
+        a = np.empty((G, B), dtype)  # pre-activations, then activated gates
+        xw = np.empty((G, B), dtype)  # GRU: the input projection apart (a is then h W_hh)
+        self.a, self.xw = col(a), col(xw)
+        self.a_gates, self.xw_gates = a.reshape(blocks, H, B), xw.reshape(blocks, H, B)  # gate-major views
+        self.rows = np.empty((B, G), dtype)  # layer 0's looked-up rows, B > 1
+        self.hn, self.tmp, self.tanh_c = (np.empty((H, B), dtype) for _ in range(3))
+        logits = np.empty((len(params["by"]), B), dtype)  # (V, B)
+        self.logits, self.out = col(logits), logits[:, 0] if B == 1 else logits.T
+        if state is not None:
+            self.set_state(state)
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """A copy of the state, as model.zero_state makes it: each (L, B, H)."""
+        out = {"h": self.hs[1:].transpose(0, 2, 1).copy()}
+        if self.cs is not None:
+            out["c"] = self.cs.transpose(0, 2, 1).copy()
+        return out
+
+    def set_state(self, state: dict) -> None:
+        """Start from state (each (L, B, H)), copied in."""
+        self.hs[1:] = state["h"].transpose(0, 2, 1)
+        if self.cs is not None:
+            self.cs[...] = state["c"].transpose(0, 2, 1)
+
+    def reset(self) -> None:
+        """Back to the zero state."""
+        self.hs[...] = 0
+        if self.cs is not None:
+            self.cs[...] = 0
+
+    def step(self, ids) -> np.ndarray:
+        """Feed one character to every stream: ids an int for one stream, else (B,) ids. Returns the
+        logits of the next, (V,) for one stream, else (B, V); overwritten by the next step."""
+        kind, a, one = self.config.model, self.a, self.B == 1
+        if not one:
+            np.take(self.embed, ids, axis=0, out=self.rows)  # (B, G*H)
+        for l in range(self.config.num_layers):
+            h, cell_h = self.h[l], self.hs[l + 1]  # (H,) or (H, B); cell_h: (H, B), the same memory
+            if kind == "gru":
+                if l > 0:
+                    np.dot(self.Wx[l], self.x[l], out=self.xw)
+                    self.xw += self.b[l]
+                elif one:
+                    np.copyto(self.xw, self.embed[ids])
+                else:
+                    np.copyto(self.xw, self.rows.T)
+                np.dot(self.W[l], h, out=a)
+                layers.gru_cell(self.xw_gates, self.a_gates, self.bhn[l], cell_h, self.hn, cell_h)  # h_prev is read before h is written
+            else:
+                if l > 0:
+                    np.dot(self.W[l], self.xh[l], out=a)
+                    a += self.b[l]
+                else:
+                    np.dot(self.W[0], h, out=a)
+                    a += self.embed[ids] if one else self.rows.T
+                if kind == "lstm":
+                    c = self.cs[l]
+                    layers.lstm_cell(self.a_gates, c, c, self.tanh_c, cell_h, self.tmp)
+                else:
+                    np.tanh(a, out=h)
+        np.dot(self.Why, h, out=self.logits)
+        self.logits += self.by
+        return self.out
+
+
 def step(params, config: ModelConfig, ids, state):
     """Advance the model one character: ids (B,) -> (logits (B, V), new state). The state dict is
-    not modified; the seed's `y = rnn.step(x)`, with the state passed in and out. No dropout: it is
-    for generation."""
-    new_state = {name: np.empty_like(s) for name, s in state.items()}  # each (L, B, H), like state
-    x = None  # (B, H)
-    for l in range(config.num_layers):
-        Wxh, Whh, bh = params[f"l{l}.Wxh"], params[f"l{l}.Whh"], params[f"l{l}.bh"]
-        xw = Wxh[ids] + bh if l == 0 else x @ Wxh + bh  # (B, G*H)
-        if config.model == "lstm":
-            new_state["h"][l], new_state["c"][l] = layers.lstm_step(xw, state["h"][l], state["c"][l], Whh)
-        elif config.model == "gru":
-            new_state["h"][l] = layers.gru_step(xw, state["h"][l], Whh, params[f"l{l}.bhn"])
-        else:
-            new_state["h"][l] = layers.rnn_step(xw, state["h"][l], Whh)
-        x = new_state["h"][l]
-    return x @ params["Why"] + params["by"], new_state
+    not modified. A Stepper made for one step: to step many characters, keep a Stepper."""
+    B = len(ids)
+    stepper = Stepper(params, config, B, state)
+    logits = stepper.step(int(ids[0]) if B == 1 else ids)
+    return logits.reshape(B, -1).copy(), stepper.state

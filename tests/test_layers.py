@@ -129,24 +129,6 @@ def test_gru(rng):
           {"xw": xw, "h0": h0, "Whh": Whh, "bhn": bhn}, rng)
 
 
-def test_lstm_step_and_gru_step_match_the_reference(rng):
-    """The single-step cells (model.step's, until it goes) give the reference's states."""
-    xw, h0, c0, Whh = (rng.standard_normal((T, B, 4 * H)), rng.standard_normal((B, H)),
-                       rng.standard_normal((B, H)), rng.standard_normal((H, 4 * H)))
-    ref_hs, ref_cs, _ = reference.lstm_forward(xw, h0, c0, Whh)
-    h, c = h0, c0
-    for t in range(T):
-        h, c = layers.lstm_step(xw[t], h, c, Whh)
-        np.testing.assert_allclose(h, ref_hs[t + 1], rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(c, ref_cs[t + 1], rtol=1e-12, atol=1e-14)
-    xw, h0, Whh, bhn = gru_inputs(rng)
-    ref_hs, _ = reference.gru_forward(xw, h0, Whh, bhn)
-    h = h0
-    for t in range(T):
-        h = layers.gru_step(xw[t], h, Whh, bhn)
-        np.testing.assert_allclose(h, ref_hs[t + 1], rtol=1e-12, atol=1e-14)
-
-
 def test_dropout_mask_keeps_1_minus_p_and_scales():
     p = 0.3
     x = np.ones((200, 50, 10), np.float32)

@@ -19,7 +19,8 @@ from conftest import random_params_and_state
 @pytest.mark.parametrize("layers", [1, 2])
 def test_whole_model_gradients(name, layers):
     errors = gradcheck.check_model(name, num_layers=layers, hidden_size=5, seq_length=5, batch_size=3, vocab_size=7)
-    assert set(errors) == set(model.param_shapes(ModelConfig(name, 7, 5, layers)))
+    per_layer = ("Wxh", "Whh", "bh", "bhn") if name == "gru" else ("Wxh", "Whh", "bh")
+    assert set(errors) == {f"l{l}.{p}" for l in range(layers) for p in per_layer} | {"Why", "by"}
     assert max(errors.values()) < gradcheck.THRESHOLD, errors
 
 
@@ -46,17 +47,38 @@ def test_gradcheck_catches_a_wrong_gradient(monkeypatch):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_stepping_equals_the_sequence_forward(name, rng):
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("B", [1, 3])
+def test_stepping_equals_the_sequence_forward(name, num_layers, B, rng):
+    """The Stepper, one character at a time on B streams from a carried state, gives the logits and
+    the final state of model.forward over the whole sequence."""
+    config = ModelConfig(name, vocab_size=6, hidden_size=5, num_layers=num_layers)
+    params, state = random_params_and_state(config, rng, batch_size=B)
+    inputs = rng.integers(0, 6, size=(7, B))  # (T, B)
+    logits, _, final, _ = model.forward(params, config, inputs, state)
+    stepper = model.Stepper(params, config, B, state)
+    for t in range(7):
+        step_logits = stepper.step(int(inputs[t, 0]) if B == 1 else inputs[t])
+        assert step_logits.shape == ((6,) if B == 1 else (B, 6))
+        np.testing.assert_allclose(step_logits.reshape(B, 6), logits[t * B:(t + 1) * B], rtol=1e-10, atol=1e-12)
+    assert stepper.state.keys() == final.keys()
+    for k in final:
+        np.testing.assert_allclose(stepper.state[k], final[k], rtol=1e-10, atol=1e-12)
+    stepper.reset()
+    for k, s in stepper.state.items():
+        np.testing.assert_array_equal(s, 0)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_step_is_one_step_of_the_sequence_forward(name, rng):
     config = ModelConfig(name, vocab_size=6, hidden_size=5, num_layers=2)
     params, state = random_params_and_state(config, rng, batch_size=3)
-    inputs = rng.integers(0, 6, size=(7, 3))  # (T, B)
-    logits, _, final, _ = model.forward(params, config, inputs, state)
-    s = state
-    for t in range(7):
-        step_logits, s = model.step(params, config, inputs[t], s)
-        np.testing.assert_allclose(step_logits, logits[t * 3:(t + 1) * 3], rtol=1e-10, atol=1e-12)
+    ids = np.array([1, 5, 0])
+    logits, _, final, _ = model.forward(params, config, ids[None], state)
+    step_logits, new_state = model.step(params, config, ids, state)
+    np.testing.assert_allclose(step_logits, logits, rtol=1e-10, atol=1e-12)
     for k in final:
-        np.testing.assert_allclose(s[k], final[k], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(new_state[k], final[k], rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -98,7 +120,10 @@ def test_init_is_float32_with_forget_bias_one(rng):
     for l in range(2):
         np.testing.assert_array_equal(params[f"l{l}.bh"], [0] * 8 + [1] * 4 + [0] * 4)  # gates o i f g
     np.testing.assert_array_equal(params["by"], 0)  # V > H: the forget block is not in the output bias
-    assert {n: p.shape for n, p in params.items()} == model.param_shapes(config)
+    assert {n: p.shape for n, p in params.items()} == {
+        "l0.Wxh": (10, 16), "l0.Whh": (4, 16), "l0.bh": (16,),
+        "l1.Wxh": (4, 16), "l1.Whh": (4, 16), "l1.bh": (16,), "Why": (4, 10), "by": (10,)}
+    assert list(params) == list(model.param_shapes(config))  # the fixed order checkpoints use
 
 
 def test_gru_parameters_and_init(rng):
