@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-import errno
+import fcntl
 import json
 import os
 import shutil
@@ -75,44 +75,40 @@ def holds_checkpoints(run_dir: str) -> bool:
 
 @contextmanager
 def locked(run_dir: str):
-    """Hold run_dir's lock file (our pid, made with O_EXCL) while the block runs, so two processes
-    never write one run's files at once. A lock whose process is gone is stale and taken over."""
+    """Hold an exclusive lock on run_dir's LOCK file while the block runs, so two processes never
+    write one run's files at once. It is a kernel lock (flock), released when its process ends,
+    however it ends: a lock left by a crash is never taken for a live one, and a live one never
+    for a stale one. The file holds the pid, for the message."""
     path = os.path.join(run_dir, LOCK)
-    for attempt in (1, 2):
+    while True:
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            holder = _lock_holder(path)
-            if attempt == 2 or (holder is not None and _alive(holder)):
-                who = f"process {holder}" if holder is not None else "another process"
-                raise CharnnError(f"run folder {run_dir} is in use by {who} (its {LOCK}); wait for it to end, "
-                                  f"or delete {path} if no charnn is running there") from None
-            os.unlink(path)  # its process is gone
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
             raise CharnnError(f"cannot write {path}: {e.strerror or e}; choose another --checkpoint-dir") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            who = f"process {holder}" if holder.isdigit() else "another process"
+            raise CharnnError(f"run folder {run_dir} is in use by {who} (its {LOCK}); wait for it to end") from None
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # its last holder removed it between our open and lock: lock the new one
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
     try:
         yield
     finally:
-        os.unlink(path)
+        os.unlink(path)  # before unlocking, so a process that opened this file sees it gone and retries
+        os.close(fd)
 
 
-def _lock_holder(path: str) -> int | None:
+def _same_file(fd: int, path: str) -> bool:
     try:
-        with open(path, encoding="utf-8") as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None  # unreadable or half-written: treated as stale
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except OSError as e:
-        return e.errno == errno.EPERM  # it exists, under another user
-    return True
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def keep_previous_best(run_dir: str) -> bool:

@@ -41,20 +41,39 @@ def test_a_failing_metrics_log_leaves_no_new_folder(tiny_corpus, tmp_path, monke
 
 
 def test_a_folder_in_use_by_another_process_is_refused(tiny_corpus, tmp_path):
+    """A process holding the folder's lock keeps others out, by name; once it is killed (no
+    chance to clean up), its lock is gone with it and the folder can be used again."""
     mc, tc = tiny_configs(steps=10, eval_every=5)
     run = train.train(tiny_corpus, mc, tc, tmp_path, run_name="r")
     assert runs.LOCK not in os.listdir(run.run_dir)  # released at the end
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from charnn import runs\n"
+                               f"with runs.locked({run.run_dir!r}):\n print('locked', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
     try:
-        (tmp_path / "r" / runs.LOCK).write_text(str(other.pid))
-        with pytest.raises(CharnnError, match=f"in use by process {other.pid}"):
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(CharnnError, match=f"in use by process {holder.pid}"):
             train.resume(run.latest, {"steps": 20})
     finally:
-        other.kill()
-        other.wait()
-    # the process is gone: its lock is stale and is taken over
+        holder.kill()
+        holder.wait()
+    assert runs.LOCK in os.listdir(run.run_dir)  # a killed holder leaves its file, but not its lock
     more = train.resume(run.latest, {"steps": 20})
     assert more.step == 20 and runs.LOCK not in os.listdir(run.run_dir)
+
+
+def test_a_lock_file_without_a_live_lock_is_taken_over_even_empty(tmp_path):
+    """An empty or stale LOCK file (its writer just made it, or died) decides nothing: the kernel
+    lock does. Two holders at once in one process are refused too."""
+    (tmp_path / runs.LOCK).write_text("")
+    with runs.locked(str(tmp_path)):
+        with pytest.raises(CharnnError, match=f"in use by process {os.getpid()}"):
+            with runs.locked(str(tmp_path)):
+                pass
+        (tmp_path / runs.LOCK).write_text("")  # as a holder's file looks before its pid is written
+        with pytest.raises(CharnnError, match="in use by another process"):
+            with runs.locked(str(tmp_path)):
+                pass
+    assert not (tmp_path / runs.LOCK).exists()
 
 
 def test_the_lock_is_released_on_an_error(tmp_path):
