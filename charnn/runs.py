@@ -140,6 +140,12 @@ def drop_previous_best(run_dir: str) -> None:
         os.unlink(previous)
 
 
+def remove_metrics(run_dir: str) -> None:
+    path = os.path.join(run_dir, METRICS)
+    if os.path.exists(path):
+        os.unlink(path)
+
+
 class MetricsLog:
     """metrics.jsonl, opened for appending. A resumed run (step > 0) first drops the lines written
     after its checkpoint (they belong to a future that did not happen) and any line cut short by a

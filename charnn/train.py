@@ -230,8 +230,11 @@ class Training:
                 interrupted = stack.enter_context(_interrupt_flag())
                 status, message = self._loop(interrupted)
         finally:
-            if self.created_dir and not runs.holds_checkpoints(self.run_dir):
-                shutil.rmtree(self.run_dir)  # a new folder that got no checkpoint is not left behind
+            if not runs.holds_checkpoints(self.run_dir):  # a session that saved nothing leaves nothing
+                if self.created_dir:
+                    shutil.rmtree(self.run_dir)
+                elif self.session.first_step == 0:  # a new run in an empty folder the user gave
+                    runs.remove_metrics(self.run_dir)
         return Result(run_dir=self.run_dir, status=status, step=self.state.step, best_val_loss=self.state.best,
                       message=message)
 

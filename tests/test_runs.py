@@ -28,6 +28,7 @@ def test_an_empty_folder_given_as_run_name_is_kept_when_nothing_is_saved(tiny_co
     mc, tc = tiny_configs(steps=5)
     result = train.train(tiny_corpus, mc, tc, tmp_path, run_name="mine")
     assert result.status == "diverged" and (tmp_path / "mine").is_dir()
+    assert os.listdir(tmp_path / "mine") == []  # nor its log: the same --run-name can be used again
 
 
 def test_a_failing_metrics_log_leaves_no_new_folder(tiny_corpus, tmp_path, monkeypatch):
