@@ -96,7 +96,7 @@ def save(path: str, ckpt: Checkpoint) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
-        fd, tmp = _create_temporary(folder)
+        fd, tmp = create_temporary(folder, ".npz.tmp")
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
@@ -110,11 +110,12 @@ def save(path: str, ckpt: Checkpoint) -> None:
             os.unlink(tmp)
 
 
-def _create_temporary(folder: str) -> tuple[int, str]:
-    """A new file with a random name in folder, opened for writing. Mode 0o666 lets the OS apply
-    the umask, so a checkpoint gets the usual mode without reading the umask (which means setting it)."""
+def create_temporary(folder: str, suffix: str) -> tuple[int, str]:
+    """A new hidden file with a random name in folder, opened for writing: (descriptor, path). Mode
+    0o666 lets the OS apply the umask, so the file gets the usual mode without reading the umask
+    (which means setting it)."""
     while True:
-        tmp = os.path.join(folder, f".{secrets.token_hex(8)}.npz.tmp")
+        tmp = os.path.join(folder, f".{secrets.token_hex(8)}{suffix}")
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
         except FileExistsError:

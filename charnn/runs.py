@@ -15,9 +15,9 @@ import fcntl
 import json
 import os
 import shutil
-import tempfile
 from contextlib import contextmanager
 
+from charnn.checkpoint import create_temporary
 from charnn.errors import CharnnError
 
 LATEST, BEST, METRICS, LOCK = "latest.npz", "best.npz", "metrics.jsonl", ".lock"
@@ -158,8 +158,7 @@ class MetricsLog:
             if step and os.path.exists(path):
                 with open(path, encoding="utf-8") as f:
                     kept = [line for line in f if _line_step(line) is not None and _line_step(line) <= step]
-                fd, tmp = tempfile.mkstemp(prefix=".", suffix=".jsonl.tmp", dir=run_dir)
-                os.fchmod(fd, os.stat(path).st_mode & 0o777)  # mkstemp makes it owner-only: keep the log's mode
+                fd, tmp = create_temporary(run_dir, ".jsonl.tmp")
                 try:
                     with os.fdopen(fd, "w", encoding="utf-8") as f:
                         f.writelines(kept)
