@@ -55,9 +55,16 @@ def resuming(checkpoint_path: str, step: int, old_config, changes: dict, branch_
     return line
 
 
-def limit_already_reached(step: int, elapsed: float) -> str:
-    return (f"this run already reached its limit ({step} steps, {schedule.format_duration(elapsed)}); give a larger "
-            "--steps (the run's total), --epochs or --time-budget to continue it")
+def limit_already_reached(step: int, elapsed: float, steps_spent: bool, time_spent: bool) -> str:
+    """Name the limit that is spent: raising another one would not continue the run."""
+    spent, wanted = [], []
+    if steps_spent:
+        spent.append(f"its step limit ({step:,} steps)")
+        wanted.append("a larger --steps (the run's total) or --epochs")
+    if time_spent:
+        spent.append(f"its time budget ({schedule.format_duration(elapsed)} of training)")
+        wanted.append("a larger --time-budget")
+    return f"this run already reached {' and '.join(spent)}; give {' and '.join(wanted)} to continue it"
 
 
 def baselines(bits: dict) -> str:

@@ -149,8 +149,10 @@ def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None
         state.lr_scale = 1.0  # a rate the user sets replaces the one rollbacks had lowered
     train_chars = len(data.split(corpus.ids, config.val_frac)[0])
     limit = total_steps(config, data.windows_per_epoch(train_chars, config.batch_size, config.seq_length))
-    if (limit is not None and limit <= state.step) or (config.time_budget is not None and state.elapsed >= config.time_budget):
-        raise CharnnError(reports.limit_already_reached(state.step, state.elapsed))
+    steps_spent = limit is not None and limit <= state.step
+    time_spent = config.time_budget is not None and state.elapsed >= config.time_budget
+    if steps_spent or time_spent:
+        raise CharnnError(reports.limit_already_reached(state.step, state.elapsed, steps_spent, time_spent))
     run_dir, created = os.path.dirname(checkpoint_path) or ".", False
     branched = _would_overwrite(checkpoint_path, ckpt)
     if branched:  # continue in a new folder beside it, so nothing newer or foreign is overwritten

@@ -214,7 +214,7 @@ def test_resume_info_and_eval_commands(trained, workdir):
     assert checkpoint.load(latest).header["step"] == 60
     assert_clean_error(run("resume", latest, "--steps", 70, "--hidden-size", 8), "No such option", code=2)
     assert_clean_error(run("train", "--resume", latest, "--steps", 70, "--batch-size", 8), "cannot change --batch-size")
-    assert_clean_error(run("resume", latest), "already reached its limit")
+    assert_clean_error(run("resume", latest), "already reached its step limit")
 
     r = run("info", latest)
     assert r.exit_code == 0 and r.stderr == ""

@@ -77,8 +77,11 @@ def test_ctrl_c_then_resume_equals_uninterrupted_with_a_schedule(tiny_corpus, tm
 def test_resume_rules(tiny_corpus, tmp_path):
     mc, tc = tiny_configs("rnn", steps=10, eval_every=5)
     run = train.train(tiny_corpus, mc, tc, tmp_path, run_name="r")
-    with pytest.raises(CharnnError, match="already reached its limit"):
+    with pytest.raises(CharnnError, match=r"already reached its step limit \(10 steps\); give a larger --steps"):
         train.resume(run.latest)
+    with pytest.raises(CharnnError, match="reached its time budget .*; give a larger --time-budget to") as e:
+        train.resume(run.latest, {"steps": 100, "time_budget": 1e-6})  # only the time is spent: --steps would not help
+    assert "--steps" not in str(e.value)
     with pytest.raises(CharnnError, match="cannot change --batch-size, --seq-length"):
         train.resume(run.latest, {"steps": 20, "batch_size": 8, "seq_length": 8})
     old = str(tmp_path / "r" / "old.npz")
