@@ -50,6 +50,7 @@ class Recovery:
         self.run_dir = run_dir
         self.params = self.opt_state = None  # copies made once and refilled before every update
         self.step = None  # the step they hold (None: no update made in this session yet)
+        self.recent = None  # the training losses as they were then
         self.in_a_row = 0  # rollbacks since the last applied update
         self.replaced_best: ReplacedBest | None = None
 
@@ -62,6 +63,7 @@ class Recovery:
         for slot in self.opt_state:
             _copy_into(self.opt_state[slot], state.opt_state[slot])
         self.step = state.step
+        self.recent = list(state.recent)
         self.in_a_row = 0
         if self.replaced_best is not None:  # the evaluated step is now the snapshot's: no rollback undoes it
             self.replaced_best = None
@@ -84,6 +86,7 @@ class Recovery:
             for slot in self.opt_state:
                 _copy_into(state.opt_state[slot], self.opt_state[slot])
             state.step = self.step
+            state.recent = list(self.recent)  # the undone update's loss no longer counts in the spike check
             kept = sum(1 for k in state.history["step"] if k <= state.step)
             undid_evaluation = kept < len(state.history["step"])
             for key in state.history:  # evaluations of the undone step are no longer the run's

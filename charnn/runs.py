@@ -140,6 +140,17 @@ def drop_previous_best(run_dir: str) -> None:
         os.unlink(previous)
 
 
+def snapshot_name(step: int) -> str:
+    """The file a --keep-every snapshot of this step is kept in."""
+    return f"step-{step:07d}.npz"
+
+
+def remove_snapshot(run_dir: str, step: int) -> None:
+    path = os.path.join(run_dir, snapshot_name(step))
+    if os.path.exists(path):
+        os.unlink(path)
+
+
 def remove_metrics(run_dir: str) -> None:
     path = os.path.join(run_dir, METRICS)
     if os.path.exists(path):

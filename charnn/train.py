@@ -293,13 +293,19 @@ class Training:
         if state.step % config.eval_every == 0 or state.step == self.limits.steps:
             self._evaluate_and_save()
         if config.keep_every and state.step % config.keep_every == 0:
-            self._save(f"step-{state.step:07d}.npz")
+            self._save(runs.snapshot_name(state.step))
 
     def _roll_back(self, loss: float) -> None:
         state = self.state
         bad_step = state.step + 1  # the update whose loss was bad (it was not applied)
         zero = model.zero_state(self.model_config, self.config.batch_size, self.config.dtype)
+        undone_step = state.step
         undid_evaluation = self.recovery.roll_back(state, zero)
+        if state.step < undone_step:  # an update was undone: so is what it left behind
+            if self.session.pending_log:
+                self.session.pending_log.pop()
+            if self.config.keep_every and undone_step % self.config.keep_every == 0:
+                runs.remove_snapshot(self.run_dir, undone_step)
         self.session.unsaved_changes += 1
         if undid_evaluation:  # latest.npz is the undone step: replace it now, not only at the end
             self._save(LATEST)

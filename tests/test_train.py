@@ -322,3 +322,17 @@ def test_a_rollback_that_undoes_an_evaluation_rewrites_latest_at_once(tiny_corpu
     latest, best = on_disk[0]
     assert (latest["step"], latest["best_step"], latest["lr_scale"]) == (9, 5, 0.5)
     assert best["step"] == 5
+
+
+def test_a_rollback_removes_the_undone_steps_snapshot_and_loss(tiny_corpus, tmp_path, monkeypatch):
+    """Step 15 is kept as a --keep-every snapshot, then step 16 is bad: the run goes back to step
+    14 and is stopped there (Ctrl-C). step-0000015.npz, an undone future that a resume from it would
+    continue in place, must be gone, and the undone update's loss must have left the recent losses
+    the spike check uses."""
+    rec = NaNOnce(monkeypatch, after=15, on_rollback=lambda: os.kill(os.getpid(), signal.SIGINT))
+    mc, tc = tiny_configs(steps=30, eval_every=100, keep_every=5)
+    result = train.train(tiny_corpus, mc, tc, tmp_path, reporter=rec)
+    assert result.status == "interrupted" and result.step == 14
+    names = sorted(n for n in os.listdir(result.run_dir) if n.startswith("step-"))
+    assert names == ["step-0000005.npz", "step-0000010.npz"]
+    assert len(checkpoint.load(result.latest).header["recent_losses"]) == 14
