@@ -165,7 +165,8 @@ def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None
 
 def _would_overwrite(checkpoint_path: str, ckpt: checkpoint.Checkpoint) -> bool:
     """Would continuing in the checkpoint's folder overwrite something worth more: a latest.npz
-    that is further on, damaged, or from another run?"""
+    that is further on (a later step, or the same step after a rollback), damaged, or from another
+    run?"""
     latest = os.path.join(os.path.dirname(checkpoint_path) or ".", LATEST)
     if os.path.abspath(checkpoint_path) == os.path.abspath(latest) or not os.path.exists(latest):
         return False
@@ -173,7 +174,16 @@ def _would_overwrite(checkpoint_path: str, ckpt: checkpoint.Checkpoint) -> bool:
         other = checkpoint.load(latest)
     except CharnnError:
         return True
-    return _run_identity(other) != _run_identity(ckpt) or other.header["step"] > ckpt.header["step"]
+    if _run_identity(other) != _run_identity(ckpt):
+        return True
+    ahead = other.header["step"] > ckpt.header["step"]
+    return ahead or (other.header["step"] == ckpt.header["step"] and _position(other) != _position(ckpt))
+
+
+def _position(ckpt: checkpoint.Checkpoint) -> tuple:
+    """Where a run is beyond its step: a rollback after a save changes these, not the step."""
+    h = ckpt.header
+    return h["data"], h["rollbacks"], h["lr_scale"]
 
 
 def _run_identity(ckpt: checkpoint.Checkpoint) -> tuple:

@@ -336,3 +336,18 @@ def test_a_rollback_removes_the_undone_steps_snapshot_and_loss(tiny_corpus, tmp_
     names = sorted(n for n in os.listdir(result.run_dir) if n.startswith("step-"))
     assert names == ["step-0000005.npz", "step-0000010.npz"]
     assert len(checkpoint.load(result.latest).header["recent_losses"]) == 14
+
+
+def test_resuming_the_best_of_a_step_that_was_rolled_back_to_branches(tiny_corpus, tmp_path, monkeypatch):
+    """best.npz and latest.npz both at step 10, but latest holds the rollback made after it (rate
+    halved, bad batch skipped): resuming best.npz must not overwrite latest.npz with the state
+    before that rollback."""
+    rec = NaNOnce(monkeypatch, after=11, on_rollback=lambda: os.kill(os.getpid(), signal.SIGINT))
+    mc, tc = tiny_configs(steps=30, eval_every=10)
+    result = train.train(tiny_corpus, mc, tc, tmp_path, run_name="r", reporter=rec)
+    monkeypatch.undo()
+    assert checkpoint.load(result.best).header["step"] == checkpoint.load(result.latest).header["step"] == 10
+    latest = open(result.latest, "rb").read()
+    more = train.resume(result.best, {"steps": 12})
+    assert more.run_dir != result.run_dir and os.path.basename(more.run_dir).startswith("r-from-10")
+    assert open(result.latest, "rb").read() == latest
