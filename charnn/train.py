@@ -263,7 +263,7 @@ class Training:
             lr = self.limits.learning_rate(state)
             loss, grads, carried = model.loss_and_grads(state.params, self.model_config, inputs, targets,
                                                         state.carried, rng=state.rng)
-            grad_norm = optim.clip_by_global_norm(grads, config.grad_clip) if grads else float("nan")
+            grad_norm = optim.clip_by_global_norm(grads, config.grad_clip)
             if is_diverging(loss, grad_norm, state.recent):
                 if self.recovery.in_a_row == MAX_ROLLBACKS:
                     return "diverged", self._give_up(loss)
