@@ -50,7 +50,8 @@ RUN_STATE = {
     "lr_scale": "the learning-rate multiplier, halved by every rollback",
     "rollbacks": "rollbacks made in all",
     "recent_losses": "the last training losses, the divergence check's reference",
-    "history": "step, train_loss and val_loss at every evaluation, three lists",
+    "history": "step, train_loss and val_loss at every evaluation, three lists; train_loss is the mean of "
+               "the last training losses, at most 50 and at most eval_every of them",
 }
 HEADER_FIELDS = {
     "format": f'"{FORMAT}"',

@@ -286,16 +286,10 @@ def lstm_backward(dhs, cache):
 #   [r z] = sigmoid(x_t W_x[rz] + b[rz] + h_{t-1} W_hh[rz])     reset and update gates
 #   n     = tanh(x_t W_xn + b_n + r * (h_{t-1} W_hn + b_hn))      candidate
 #   h_t   = (1 - z) * n + z * h_{t-1}  =  n + z * (h_{t-1} - n)   z near 1 keeps the old state
-# Gate order [r z n], as PyTorch's weight_ih_l0 / weight_hh_l0, with the two sigmoids adjacent so one
-# call activates both. Cho et al.'s original candidate is tanh(x_t W_xn + (r * h_{t-1}) W_hn + b_n):
-# r multiplies h before the product, so each step needs a second (B, H) x (H, H) product that
-# must wait for r. Applying r after the product lets one fused (H, 3H) product per step make all
-# three recurrent blocks, exactly as the LSTM's (H, 4H) one does; the price is one more bias, b_hn
-# (H,), because inside r * (...) a recurrent bias is no longer the same as the input bias b_n.
-# NVIDIA chose this form for cuDNN on the GRU authors' suggestion, having measured no accuracy cost
-# (Baidu SVAIL, svail.github.io/diff_graphs, as cited by TensorFlow's CudnnCompatibleGRUCell docs);
-# Keras's GRU defaults to it (reset_after=True), and its weights map one to one onto PyTorch's
-# (transposed: rows times weights here).
+# Gate order [r z n], as PyTorch's weight_ih_l0 / weight_hh_l0, the two sigmoids adjacent so one
+# call activates both. r applied after the product (not to h before it, as Cho et al.) lets one fused
+# (H, 3H) product per step make all three recurrent blocks, at the price of the bias b_hn; the
+# README's "How it works" says why cuDNN, PyTorch and Keras chose this form.
 
 
 def gru_cell(a, rec, bhn, h_prev, hn, h):

@@ -8,8 +8,8 @@ tests/test_reference.py checks them against this module in float64, so what this
 what they compute.
 
 No speed tricks: sigmoid(x) = 1 / (1 + exp(-x)), one time step at a time, nothing overwritten,
-each step's cache a small tuple. Give it float64 arrays: it is for reading and checking, not
-training, and keeps the dtype it is given. Each layer is a forward/backward pair (CS231n):
+each step's cache a small tuple. It works in float64 (give it float64 arrays; its one-hot and
+identity matrices are float64): it is for reading and checking, not training. Each layer is a forward/backward pair (CS231n):
 `x_forward(...) -> (out, cache)` and `x_backward(dout, cache) -> gradients`.
 
 Dimensions: T time steps, B batch (parallel streams), V vocabulary, D input width, H hidden
