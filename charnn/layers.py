@@ -411,11 +411,19 @@ def dropout_backward(dout, cache):
 # overflow and the largest term of every sum is 1.
 
 
-def log_softmax(logits):
-    """log softmax(logits) along the last axis. logits: (..., V)  ->  (..., V), in logits' dtype."""
+def log_softmax(logits, with_softmax=False):
+    """log softmax(logits) along the last axis. logits: (..., V)  ->  (..., V), in logits' dtype.
+
+    with_softmax: also return softmax(logits) from the same exp pass (the loss's gradient needs
+    both), as (log_p, p)."""
     shifted = logits - logits.max(axis=-1, keepdims=True)  # (..., V), each row's max 0
-    shifted -= np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-    return shifted
+    e = np.exp(shifted)  # (..., V)
+    sums = e.sum(axis=-1, keepdims=True)
+    shifted -= np.log(sums)
+    if not with_softmax:
+        return shifted
+    e /= sums
+    return shifted, e
 
 
 def softmax(logits, temperature=1.0):
@@ -448,9 +456,8 @@ def softmax_cross_entropy(logits, targets):
     """
     N = logits.shape[0]
     rows = np.arange(N)
-    log_p = log_softmax(logits)  # (N, V)
+    log_p, probs = log_softmax(logits, with_softmax=True)  # each (N, V)
     loss = -float(log_p[rows, targets].sum(dtype=np.float64)) / N
-    probs = np.exp(log_p, out=log_p)  # (N, V), the softmax
     probs[rows, targets] -= 1
     probs /= N
     return loss, probs
