@@ -67,7 +67,7 @@ class Recovery:
         self.in_a_row = 0
         if self.replaced_best is not None:  # the evaluated step is now the snapshot's: no rollback undoes it
             self.replaced_best = None
-            runs.drop_previous_best(self.run_dir)
+            runs.remove(self.run_dir, runs.PREVIOUS_BEST)
 
     def new_best(self, state, previous_best: float | None, previous_best_step: int | None) -> None:
         """Called as an evaluation's new best is about to replace best.npz."""
@@ -104,7 +104,7 @@ class Recovery:
 
     def close(self) -> None:
         """The session ends: what the last evaluation replaced stays replaced."""
-        runs.drop_previous_best(self.run_dir)
+        runs.remove(self.run_dir, runs.PREVIOUS_BEST)
 
 
 def _copy(arrays: dict) -> dict:

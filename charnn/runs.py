@@ -15,7 +15,7 @@ import fcntl
 import json
 import os
 import shutil
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from charnn.checkpoint import create_temporary
 from charnn.errors import CharnnError
@@ -117,7 +117,7 @@ def keep_previous_best(run_dir: str) -> bool:
     best, previous = os.path.join(run_dir, BEST), os.path.join(run_dir, PREVIOUS_BEST)
     if not os.path.exists(best):
         return False
-    drop_previous_best(run_dir)
+    remove(run_dir, PREVIOUS_BEST)
     try:
         os.link(best, previous)
     except OSError:  # a file system without hard links
@@ -127,17 +127,10 @@ def keep_previous_best(run_dir: str) -> bool:
 
 def restore_previous_best(run_dir: str, had_best: bool) -> None:
     """Undo the last improvement on disk: best.npz becomes the one before it (or goes, if none)."""
-    best, previous = os.path.join(run_dir, BEST), os.path.join(run_dir, PREVIOUS_BEST)
     if had_best:
-        os.replace(previous, best)
-    elif os.path.exists(best):
-        os.unlink(best)
-
-
-def drop_previous_best(run_dir: str) -> None:
-    previous = os.path.join(run_dir, PREVIOUS_BEST)
-    if os.path.exists(previous):
-        os.unlink(previous)
+        os.replace(os.path.join(run_dir, PREVIOUS_BEST), os.path.join(run_dir, BEST))
+    else:
+        remove(run_dir, BEST)
 
 
 def snapshot_name(step: int) -> str:
@@ -145,16 +138,10 @@ def snapshot_name(step: int) -> str:
     return f"step-{step:07d}.npz"
 
 
-def remove_snapshot(run_dir: str, step: int) -> None:
-    path = os.path.join(run_dir, snapshot_name(step))
-    if os.path.exists(path):
-        os.unlink(path)
-
-
-def remove_metrics(run_dir: str) -> None:
-    path = os.path.join(run_dir, METRICS)
-    if os.path.exists(path):
-        os.unlink(path)
+def remove(run_dir: str, name: str) -> None:
+    """Delete one of the run's files (PREVIOUS_BEST, METRICS, a snapshot_name) if it is there."""
+    with suppress(FileNotFoundError):
+        os.unlink(os.path.join(run_dir, name))
 
 
 class MetricsLog:

@@ -246,7 +246,7 @@ class Training:
                 if self.created_dir:
                     shutil.rmtree(self.run_dir)
                 elif self.session.first_step == 0:  # a new run in an empty folder the user gave
-                    runs.remove_metrics(self.run_dir)
+                    runs.remove(self.run_dir, runs.METRICS)
         return Result(run_dir=self.run_dir, status=status, step=self.state.step, best_val_loss=self.state.best,
                       message=message)
 
@@ -315,7 +315,7 @@ class Training:
             if self.session.pending_log:
                 self.session.pending_log.pop()
             if self.config.keep_every and undone_step % self.config.keep_every == 0:
-                runs.remove_snapshot(self.run_dir, undone_step)
+                runs.remove(self.run_dir, runs.snapshot_name(undone_step))
         self.session.unsaved_changes += 1
         if undid_evaluation:  # latest.npz is the undone step: replace it now, not only at the end
             self._save(LATEST)
