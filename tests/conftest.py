@@ -40,3 +40,17 @@ def random_params_and_state(config, rng, batch_size, dtype="float64"):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def checkpoint_arrays(path):
+    """Every array of a checkpoint file but its header, by its name in the file."""
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files if k != "header"}
+
+
+def assert_same_arrays(a, b):
+    """The checkpoint files a and b hold the same arrays, bit for bit (headers aside)."""
+    xa, xb = checkpoint_arrays(a), checkpoint_arrays(b)
+    assert xa.keys() == xb.keys()
+    for k in xa:
+        assert xa[k].dtype == xb[k].dtype and xa[k].tobytes() == xb[k].tobytes(), k

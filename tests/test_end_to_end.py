@@ -17,7 +17,7 @@ from charnn import checkpoint, model, train
 from charnn.cli import cli
 from charnn.errors import CharnnError
 
-from conftest import TINY_TEXT, tiny_configs
+from conftest import TINY_TEXT, assert_same_arrays, checkpoint_arrays as arrays, tiny_configs
 
 
 class Notes(train.Reporter):
@@ -26,19 +26,6 @@ class Notes(train.Reporter):
 
     def note(self, line):
         self.notes.append(line)
-
-
-def arrays(path):
-    """Every array of a checkpoint file but its header, by its name in the file."""
-    with np.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files if k != "header"}
-
-
-def assert_bit_identical(a, b):
-    xa, xb = arrays(a), arrays(b)
-    assert xa.keys() == xb.keys()
-    for k in xa:
-        assert xa[k].dtype == xb[k].dtype and xa[k].tobytes() == xb[k].tobytes(), k
 
 
 def straight_and_resumed(corpus, tmp_path, mc, steps, **train_opts):
@@ -59,7 +46,7 @@ def straight_and_resumed(corpus, tmp_path, mc, steps, **train_opts):
 def test_every_optimizer_resumes_bit_for_bit_with_its_slots(tiny_corpus, tmp_path, optimizer, slots):
     mc = tiny_configs("lstm")[0]
     whole, resumed = straight_and_resumed(tiny_corpus, tmp_path, mc, 12, eval_every=6, optimizer=optimizer)
-    assert_bit_identical(whole.latest, resumed.latest)
+    assert_same_arrays(whole.latest, resumed.latest)
     names = set(model.param_shapes(dataclasses.replace(mc, vocab_size=len(set(TINY_TEXT)))))
     saved = arrays(whole.latest)
     held = {k for k in saved if k.startswith("optim/")}
@@ -76,7 +63,7 @@ def test_float64_saves_float64_resumes_exactly_and_samples(tiny_corpus, tmp_path
     saved = arrays(whole.latest)
     assert {a.dtype for a in saved.values()} == {np.dtype("float64")}
     assert any(k.startswith("optim/m/") for k in saved) and any(k.startswith("state/") for k in saved)
-    assert_bit_identical(whole.latest, resumed.latest)
+    assert_same_arrays(whole.latest, resumed.latest)
     m = charnn.load(resumed.best)
     assert m.params["Why"].dtype == np.float64 and m.state["h"].dtype == np.float64
     p = m.step("t")
@@ -178,7 +165,7 @@ def test_a_latest_further_on_is_left_alone_and_the_branch_continues_exactly(run_
     result, first = resume_noted(step5, {"steps": 10})
     assert os.path.basename(result.run_dir) == "r-from-5-1" and "continuing in" in first
     assert open(run_r.latest, "rb").read() == before
-    assert_bit_identical(os.path.join(run_r.run_dir, "step-0000010.npz"), result.latest)  # the same steps 6..10
+    assert_same_arrays(os.path.join(run_r.run_dir, "step-0000010.npz"), result.latest)  # the same steps 6..10
     again = train.resume(step5, {"steps": 6})
     assert os.path.basename(again.run_dir) == "r-from-5-2"  # the first branch is not touched either
 

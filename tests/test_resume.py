@@ -12,20 +12,8 @@ import pytest
 from charnn import checkpoint, evaluate, reports, runs, train
 from charnn.errors import CharnnError
 
-from conftest import tiny_configs
+from conftest import assert_same_arrays, checkpoint_arrays as arrays, tiny_configs
 from test_train import Recorder
-
-
-def arrays(path):
-    with np.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files if k != "header"}
-
-
-def assert_same_arrays(a, b):
-    xa, xb = arrays(a), arrays(b)
-    assert xa.keys() == xb.keys()
-    for k in xa:
-        assert xa[k].dtype == xb[k].dtype and xa[k].tobytes() == xb[k].tobytes(), k
 
 
 @pytest.mark.parametrize("name", ["rnn", "lstm"])
