@@ -120,35 +120,31 @@ def test_reference_model_gradients(name, rng):
 # The fast layers against the reference
 
 
+def assert_layer_matches(layer, args, dout, names):
+    """layers.<layer>_forward / _backward against reference.<layer>_forward / _backward: the output
+    and each gradient (given these names, in the order backward returns them)."""
+    out, cache = getattr(layers, f"{layer}_forward")(*args)
+    ref_out, ref_cache = getattr(reference, f"{layer}_forward")(*args)
+    assert difference(out, ref_out) < TOLERANCE
+    assert_same(dict(zip(names, getattr(layers, f"{layer}_backward")(dout, cache))),
+                dict(zip(names, getattr(reference, f"{layer}_backward")(dout, ref_cache))))
+
+
 @pytest.mark.parametrize("vocab", [V, layers.ONEHOT_MAX_VOCAB + 1])  # both backward paths
 def test_embedding_matches_reference(rng, vocab):
     ids = rng.integers(0, vocab, size=(T, B))
     W, b = rng.standard_normal((vocab, D)), rng.standard_normal(D)
-    dout = rng.standard_normal((T, B, D))
-    out, cache = layers.embedding_forward(ids, W, b)
-    ref_out, ref_cache = reference.embedding_forward(ids, W, b)
-    assert difference(out, ref_out) < TOLERANCE
-    assert_same(dict(zip("Wb", layers.embedding_backward(dout, cache))),
-                dict(zip("Wb", reference.embedding_backward(dout, ref_cache))))
+    assert_layer_matches("embedding", (ids, W, b), rng.standard_normal((T, B, D)), ["dW", "db"])
 
 
 def test_affine_matches_reference(rng):
-    x, W, b, dout = rng.standard_normal((7, D)), rng.standard_normal((D, H)), rng.standard_normal(H), rng.standard_normal((7, H))
-    out, cache = layers.affine_forward(x, W, b)
-    ref_out, ref_cache = reference.affine_forward(x, W, b)
-    assert difference(out, ref_out) < TOLERANCE
-    assert_same(dict(zip("xWb", layers.affine_backward(dout, cache))),
-                dict(zip("xWb", reference.affine_backward(dout, ref_cache))))
+    x, W, b = rng.standard_normal((7, D)), rng.standard_normal((D, H)), rng.standard_normal(H)
+    assert_layer_matches("affine", (x, W, b), rng.standard_normal((7, H)), ["dx", "dW", "db"])
 
 
 def test_rnn_matches_reference(rng):
     xw, h0, _, Whh, _ = cell_inputs(rng, 1)
-    dhs = rng.standard_normal((T, B, H))
-    hs, cache = layers.rnn_forward(xw, h0, Whh)
-    ref_hs, ref_cache = reference.rnn_forward(xw, h0, Whh)
-    assert difference(hs, ref_hs) < TOLERANCE
-    names = ["dxw", "dh0", "dWhh"]
-    assert_same(dict(zip(names, layers.rnn_backward(dhs, cache))), dict(zip(names, reference.rnn_backward(dhs, ref_cache))))
+    assert_layer_matches("rnn", (xw, h0, Whh), rng.standard_normal((T, B, H)), ["dxw", "dh0", "dWhh"])
 
 
 def test_lstm_matches_reference(rng):

@@ -6,7 +6,6 @@ import os
 import signal
 import time
 
-import numpy as np
 import pytest
 
 from charnn import checkpoint, evaluate, reports, runs, train
