@@ -198,8 +198,8 @@ class Session:
     """What one session of a run keeps and does not save: its timing and what is on disk."""
 
     first_step: int  # the run's step when this session started
-    started: float  # time.perf_counter() then ...
-    elapsed_before: float  # ... and the run's training time before it
+    started: float = 0.0  # time.perf_counter() when its first step began ...
+    elapsed_before: float = 0.0  # ... and the run's training time before it
     step_time: float | None = None  # smoothed seconds per step
     eval_time: float = 0.0  # seconds of the last evaluation
     unsaved_changes: int = 0  # updates and rollbacks since latest.npz was last written
@@ -228,7 +228,7 @@ class Training:
         }
         self.created_dir = created_dir  # this session made run_dir: remove it if it ends with nothing saved
         self.recovery = Recovery(run_dir)
-        self.session = Session(first_step=state.step, started=time.perf_counter(), elapsed_before=state.elapsed)
+        self.session = Session(first_step=state.step)
 
     def run(self) -> Result:
         """Run the session with run_dir locked. Ctrl-C, from here on, only raises a flag: the step
