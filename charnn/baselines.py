@@ -1,7 +1,9 @@
 """Two simple models to hold a validation loss up against: "is my validation loss good?"
 
-Both are fitted on the training split only and score every character of the validation split,
-in bits per character (the unit evaluate.bits reports the model's loss in).
+Both are fitted on the training split only (on its first FIT_CHARS characters, so that their time
+and memory stay bounded whatever the corpus's size) and score the characters the model's
+evaluation scores (data.Pieces), in bits per character (the unit evaluate.bits reports the
+model's loss in).
 
 - unigram_bits: add-one (Laplace) smoothed character frequencies. What a model gets for learning
   only which characters are common; a fresh model starts near log2 V, above it.
@@ -34,7 +36,14 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
+from charnn import data
+
 KEY_BITS = 64  # keys are uint64
+# Training characters the baselines are fitted on, at most. Fitting costs about 0.3 us and 30 bytes
+# a character (np.unique of 8-byte keys, one order at a time): 5 M characters take a few seconds
+# and about 150 MB, within a first run's budget, and an order-5 model has by then seen most of the
+# n-grams a text uses. Tiny shakespeare's 1,003,855 training characters are all used.
+FIT_CHARS = 5_000_000
 
 
 class NgramBits(NamedTuple):
@@ -104,8 +113,9 @@ def ngram_keys(ids: np.ndarray, vocab_size: int, max_n: int) -> Iterator[tuple[i
         keys = keys[:-1] * V + ids[n:]  # (N - n,)
 
 
-def fit_ngram(train_ids: np.ndarray, vocab_size: int, order: int = 5) -> NgramModel:
-    """Count the 2- to order-grams of train_ids (N,). order is lowered to max_order(V) if higher."""
+def fit_ngram(train_ids: np.ndarray, vocab_size: int, order: int = 5, progress=None) -> NgramModel:
+    """Count the 2- to order-grams of train_ids (N,). order is lowered to max_order(V) if higher.
+    progress(1) is called after each order."""
     _check_ids(train_ids, vocab_size)
     if order < 1:
         raise ValueError(f"an n-gram order is at least 1, got {order}")
@@ -126,6 +136,8 @@ def fit_ngram(train_ids: np.ndarray, vocab_size: int, order: int = 5) -> NgramMo
             context_counts=np.add.reduceat(counts, first) if len(first) else np.empty(0, np.int64),
             followers=np.diff(np.r_[first, len(keys)]).astype(np.int64),  # run lengths
         ))
+        if progress:
+            progress(1)
     return NgramModel(vocab_size, order, unigram_probs(train_ids, vocab_size), tuple(tables))
 
 
@@ -186,15 +198,34 @@ def ngram_bits(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int, orde
     return NgramBits(float(-np.mean(np.log2(p))), model.order)
 
 
-def baselines(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int, order: int = 5) -> dict:
-    """Both baselines for a train/val split, as plain JSON values for a checkpoint header:
-    {"unigram_bits": float, "ngram_bits": float, "ngram_order": int}."""
-    ngram = ngram_bits(train_ids, val_ids, vocab_size, order)
-    return {
-        "unigram_bits": unigram_bits(train_ids, val_ids, vocab_size),
-        "ngram_bits": ngram.bits,
-        "ngram_order": ngram.order,
-    }
+def baselines(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int, order: int = 5,
+              pieces: data.Pieces | None = None, fit_chars: int | None = None, progress=None) -> dict:
+    """Both baselines, as plain JSON values for a checkpoint header: {"unigram_bits", "ngram_bits",
+    "ngram_order", "fit_chars", "scored_chars"}.
+
+    Fitted on the first fit_chars characters of train_ids (all of them if None or fewer). Scored on
+    what the model's evaluation scores: the predictions of `pieces` of val_ids (by default every
+    character of val_ids after the first, data.pieces). Each piece is scored on its own, its first
+    character the first context, as the model starts each piece from a zero state. progress(1) is
+    called after each n-gram order is fitted and once scoring is done (work_units of them).
+    """
+    fit = train_ids[:fit_chars] if fit_chars is not None else train_ids
+    pieces = pieces or data.pieces(len(val_ids))
+    model = fit_ngram(np.asarray(fit), vocab_size, order, progress)
+    unigram_total = ngram_total = 0.0  # summed bits
+    for start, length in zip(pieces.starts, pieces.lengths):
+        piece = np.asarray(val_ids[start:start + length + 1])  # (length + 1,) its inputs and the last target
+        unigram_total -= float(np.log2(model.unigram[piece[1:]]).sum())
+        ngram_total -= float(np.log2(ngram_probs(model, piece)[1:]).sum())
+    if progress:
+        progress(1)
+    return {"unigram_bits": unigram_total / pieces.predicted, "ngram_bits": ngram_total / pieces.predicted,
+            "ngram_order": model.order, "fit_chars": len(fit), "scored_chars": pieces.predicted}
+
+
+def work_units(vocab_size: int, order: int = 5) -> int:
+    """How many progress(1) calls baselines() makes: one per n-gram order fitted, one for scoring."""
+    return min(order, max_order(vocab_size))
 
 
 def _check_ids(ids: np.ndarray, vocab_size: int) -> None:

@@ -16,8 +16,8 @@ import numpy as np
 from click.core import ParameterSource
 from tqdm import tqdm
 
-from charnn import __version__, bench as bench_mod, checkpoint, data, describe, evaluate, gradcheck as gradcheck_mod
-from charnn import sample as sample_mod, schedule, train as train_mod
+from charnn import __version__, bench as bench_mod, checkpoint, describe, evaluate, gradcheck as gradcheck_mod, idcache
+from charnn import sample as sample_mod, schedule, survey, train as train_mod
 from charnn.config import DEFAULT_STEPS, DTYPES, MODELS, OPTIMIZERS, RESUMABLE, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 
@@ -33,6 +33,12 @@ class _ProgressBar(train_mod.Reporter):
     def __init__(self):
         self.bar = None
         self.rate = None  # smoothed characters per second
+
+    def task(self, description, total, unit="it"):
+        """A bar for a long part of the start; it shows only if the part takes over a second, and
+        leaves no line behind."""
+        return tqdm(total=total, desc=description, unit=unit, unit_scale=True, unit_divisor=1024 if unit == "B" else 1000,
+                    file=sys.stderr, dynamic_ncols=True, leave=False, delay=1.0, mininterval=0.5)
 
     def start(self, total_steps, first_step):
         self.bar = tqdm(total=total_steps, initial=first_step, file=sys.stderr, unit="step", dynamic_ncols=True,
@@ -58,6 +64,26 @@ class _ProgressBar(train_mod.Reporter):
 
 def _fail(e: CharnnError):
     raise click.ClickException(str(e)) from None
+
+
+def _val_chars(ctx, param, value):
+    """--val-chars N, or "all" (None: the whole validation split)."""
+    if value == "all":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a whole number or 'all'") from None
+
+
+def cache_options(f):
+    """--cache-dir and --cache/--no-cache: where a corpus's id cache lives (idcache.py)."""
+    f = click.option("--cache/--no-cache", "use_cache", default=True,
+                     help="Keep the corpus's ids in a cache file that later runs map instead of reading the text "
+                          "again; --no-cache encodes them in memory and writes nothing.")(f)
+    return click.option("--cache-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+                        help=f"Folder of the id caches  [default: ${idcache.ENV}, else $XDG_CACHE_HOME/charnn, "
+                             "else ~/.cache/charnn]")(f)
 
 
 def _duration(ctx, param, value):
@@ -166,6 +192,10 @@ def _run(call):
 @run_options(resuming=False)
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_defaults.optimizer, help="The update rule.")
 @click.option("--val-frac", type=float, default=_defaults.val_frac, help="The last fraction of the text held out for validation.")
+@click.option("--val-chars", callback=_val_chars, default=str(_defaults.val_chars), metavar="N|all",
+              help="Validation characters each evaluation scores at most: a fixed subset spread over the split "
+                   "(all of it when smaller); 'all' scores the whole split.")
+@cache_options
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=str), default="checkpoints",
               help="Each run writes into its own new folder here.")
 @click.option("--run-name", default=None, help="The run's folder name  [default: CORPUS-MODEL-N, the first free N]")
@@ -173,7 +203,7 @@ def _run(call):
               help="Same seed, corpus and options: identical checkpoints.")
 @click.option("--dtype", type=click.Choice(DTYPES), default=_defaults.dtype, help="Floating-point type of training.")
 @click.pass_context
-def train(ctx, corpus, resume_from, **options):
+def train(ctx, corpus, resume_from, cache_dir, use_cache, **options):
     """Train a new model on CORPUS, a UTF-8 text file.
 
     Prints a validation line such as `step 400  val loss 1.812 nats/char  2.614 bits/char` every
@@ -184,7 +214,8 @@ def train(ctx, corpus, resume_from, **options):
         placed = _given(ctx, ["checkpoint_dir", "run_name"])
         if placed:
             _fail(CharnnError(f"a resumed run continues in its own folder: drop {', '.join('--' + n.replace('_', '-') for n in placed)}"))
-        _run(lambda bar: train_mod.resume(resume_from, _given(ctx, options), corpus, reporter=bar))
+        _run(lambda bar: train_mod.resume(resume_from, _given(ctx, options), corpus, reporter=bar, cache_dir=cache_dir,
+                                          use_cache=use_cache))
         return
     if corpus is None:
         _fail(CharnnError("give the CORPUS to train on (or --resume CHECKPOINT)"))
@@ -195,22 +226,25 @@ def train(ctx, corpus, resume_from, **options):
                                dropout=o.pop("dropout"))
     checkpoint_dir, run_name = o.pop("checkpoint_dir"), o.pop("run_name")
     train_config = TrainConfig(**o)
-    _run(lambda bar: train_mod.train(corpus, model_config, train_config, checkpoint_dir, run_name, reporter=bar))
+    _run(lambda bar: train_mod.train(corpus, model_config, train_config, checkpoint_dir, run_name, reporter=bar,
+                                     cache_dir=cache_dir, use_cache=use_cache))
 
 
 @cli.command()
 @click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(path_type=str))
 @click.argument("corpus", type=click.Path(path_type=str), required=False)
 @run_options(resuming=True)
+@cache_options
 @click.pass_context
-def resume(ctx, checkpoint_path, corpus, **options):
+def resume(ctx, checkpoint_path, corpus, cache_dir, use_cache, **options):
     """Continue a run exactly where CHECKPOINT (usually its latest.npz) left it.
 
     The settings are the run's own; an option given here replaces one (the change is reported).
     --steps counts the run's total steps. CORPUS defaults to the path the run was trained on; it
     must be the same text.
     """
-    _run(lambda bar: train_mod.resume(checkpoint_path, _given(ctx, options), corpus, reporter=bar))
+    _run(lambda bar: train_mod.resume(checkpoint_path, _given(ctx, options), corpus, reporter=bar, cache_dir=cache_dir,
+                                      use_cache=use_cache))
 
 
 @cli.command()
@@ -270,22 +304,50 @@ def info(checkpoint_path):
 @cli.command(name="eval")
 @click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(path_type=str))
 @click.argument("text_file", metavar="FILE", type=click.Path(path_type=str))
-def eval_command(checkpoint_path, text_file):
+@click.option("--chars", type=click.IntRange(min=1), default=None,
+              help="Score at most this many characters, in pieces spread evenly over the text  [default: all]")
+@cache_options
+def eval_command(checkpoint_path, text_file, chars, cache_dir, use_cache):
     """The model's loss on FILE, any UTF-8 text: nats and bits per character and perplexity.
 
     Characters the model never saw are counted, reported and left out.
     """
+    bar = _ProgressBar()
     try:
         path = checkpoint.find(checkpoint_path)
         ckpt = checkpoint.load(path)
-        score = evaluate.score_text(ckpt.params, ckpt.model_config, ckpt.vocab, data.read_text(text_file))
+        corpus, _ = idcache.load_corpus(text_file, cache_dir, use_cache, reporter=bar)
+        score = evaluate.score_corpus(ckpt.params, ckpt.model_config, ckpt.vocab, corpus, chars)
     except CharnnError as e:
         _fail(e)
+    of = "" if score.predicted == score.known - 1 else f" of {score.known:,}"
     click.echo(f"{text_file}: {score.nats:.4f} nats/char  {score.bits:.4f} bits/char  perplexity {score.perplexity:.3f}  "
-               f"({score.predicted:,} characters predicted)")
+               f"({score.predicted:,} characters predicted{of})")
     if score.skipped:
         click.echo(f"{score.skipped:,} characters outside the model's vocabulary were left out: "
                    f"{describe.printable(score.unknown)}", err=True)
+
+
+@cli.command(name="corpus")
+@click.argument("text_file", metavar="FILE", type=click.Path(path_type=str))
+@click.option("--val-frac", type=float, default=_defaults.val_frac, help="The validation fraction to show the split at.")
+@click.option("--val-chars", callback=_val_chars, default=str(_defaults.val_chars), metavar="N|all",
+              help="Validation characters an evaluation would score ('all': the whole split).")
+@cache_options
+def corpus_command(text_file, val_frac, val_chars, cache_dir, use_cache):
+    """What the trainer will see in FILE: its size, vocabulary with counts (rarest first), odd
+    characters and where they first occur, the split, and the id cache.
+
+    Builds the id cache if there is none (so a later `charnn train FILE` starts at once), unless
+    --no-cache.
+    """
+    try:
+        TrainConfig(steps=1, val_frac=val_frac, val_chars=val_chars).validate()
+        lines = survey.survey(text_file, val_frac, val_chars, cache_dir, use_cache, reporter=_ProgressBar())
+    except CharnnError as e:
+        _fail(e)
+    for line in lines:
+        click.echo(line)
 
 
 @cli.command()

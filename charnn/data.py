@@ -1,29 +1,26 @@
-"""From a text file to the integer arrays the model trains on.
+"""From a corpus to the integer arrays the model trains and is scored on.
 
-- read_corpus: strict UTF-8, with the byte offset of the first bad byte in the error.
 - Vocab: the sorted set of the text's characters (Unicode code points, not bytes), as min-char-rnn
   builds it but in a fixed order (`sorted(set(text))`), so the same text always gives the same ids.
-- Encoding works on whole arrays of code points (no Python loop per character), in chunks so a
-  100 MB text needs little more memory than its ids.
+  A corpus file is read and encoded in chunks by textfile.py, and its ids cached by idcache.py.
 - split: the last val_frac of the text is the validation split; nothing else decides it.
 - BatchStream: B contiguous streams over the training split, char-rnn style; step k of a pass takes
   the k-th window of T characters from every stream, so a stream's hidden state can be carried from
-  one window to the next.
+  one window to the next. It reads only those windows, so the ids can be a memory map of a corpus
+  of any size; a process of a data-parallel run reads only its own block of streams.
+- Pieces: the validation characters an evaluation scores, as S contiguous pieces run side by side.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
 from charnn.errors import CharnnError
 
-CHUNK = 1 << 20  # characters per encoding chunk: bounds the temporaries (a few MB each)
+EVAL_STREAMS = 32  # S: pieces an evaluation runs side by side (see pieces())
 
 
 def id_dtype(vocab_size: int) -> np.dtype:
@@ -34,21 +31,14 @@ def id_dtype(vocab_size: int) -> np.dtype:
     raise AssertionError("a vocabulary is at most 0x110000 code points")
 
 
-def _code_points(text: str) -> np.ndarray:
+def code_points(text: str) -> np.ndarray:
     """(N,) uint32 code points of `text`, without a Python loop per character."""
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
 
-def _code_point_chunks(raw: bytes | None, text: str | None) -> Iterator[np.ndarray]:
-    """Code points of the corpus, CHUNK at a time. ASCII bytes are their own code points, so a
-    pure-ASCII file is viewed in place (no copy); other text goes through UTF-32 chunk by chunk."""
-    if raw is not None:
-        view = np.frombuffer(raw, dtype=np.uint8)
-        for start in range(0, len(view), CHUNK):
-            yield view[start:start + CHUNK]
-    else:
-        for start in range(0, len(text), CHUNK):
-            yield _code_points(text[start:start + CHUNK])
+def chars_of(points: np.ndarray) -> str:
+    """The text of an array of code points (the inverse of code_points)."""
+    return np.asarray(points).astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
 
 
 class Vocab:
@@ -60,10 +50,10 @@ class Vocab:
         self.chars = chars
         self.size = len(chars)  # V
         self.dtype = id_dtype(self.size)
-        self._points = _code_points(chars)  # (V,) code point of each id
+        self.points = code_points(chars)  # (V,) code point of each id, ascending
         # Lookup table code point -> id + 1 (0 marks a character outside the vocabulary).
-        self._lut = np.zeros(int(self._points[-1]) + 1, dtype=np.uint32)
-        self._lut[self._points] = np.arange(1, self.size + 1, dtype=np.uint32)
+        self._lut = np.zeros(int(self.points[-1]) + 1, dtype=np.uint32)
+        self._lut[self.points] = np.arange(1, self.size + 1, dtype=np.uint32)
 
     @classmethod
     def from_text(cls, text: str) -> "Vocab":
@@ -81,103 +71,31 @@ class Vocab:
 
     def encode(self, text: str) -> np.ndarray:
         """(N,) ids of `text`; raises CharnnError naming any character the vocabulary lacks."""
-        return self._encode_chunks(_code_point_chunks(None, text), len(text), lambda: self.unknown(text))
+        points = code_points(text)  # (N,)
+        mapped = self._lut[np.minimum(points, len(self._lut) - 1)]  # (N,) id + 1, or 0
+        if not (mapped.all() and (points < len(self._lut)).all()):
+            raise CharnnError(f"the text has characters the model never saw: {self.unknown(text)!r}")
+        return (mapped - 1).astype(self.dtype)
 
-    def _encode_chunks(self, chunks: Iterator[np.ndarray], n: int, unknown) -> np.ndarray:
-        ids = np.empty(n, dtype=self.dtype)
-        start = 0
-        for points in chunks:
-            mapped = self._lut[np.minimum(points, len(self._lut) - 1)]
-            if not (mapped.all() and (points < len(self._lut)).all()):
-                missing = unknown()
-                raise CharnnError(f"the text has characters the model never saw: {missing!r}")
-            np.subtract(mapped, 1, out=ids[start:start + len(points)], casting="unsafe")
-            start += len(points)
-        return ids
-
-    def encode_known(self, text: str) -> tuple[np.ndarray, str, int]:
-        """(ids of the characters of `text` the vocabulary has, in order; the distinct others,
-        sorted; how many characters were left out)."""
-        points = _code_points(text)
-        mapped = self._lut[np.minimum(points, len(self._lut) - 1)].astype(np.int64)
-        mapped[points >= len(self._lut)] = 0
-        known = mapped > 0
-        n_unknown = int(len(points) - known.sum())
-        ids = (mapped[known] - 1).astype(self.dtype)
-        return ids, (self.unknown(text) if n_unknown else ""), n_unknown
+    def ids_in(self, other: "Vocab") -> np.ndarray:
+        """(V,) the id in `other` of each of this vocabulary's characters, -1 where other lacks it."""
+        lut = other._lut[np.minimum(self.points, len(other._lut) - 1)].astype(np.int64)  # id + 1, or 0
+        lut[self.points >= len(other._lut)] = 0
+        return lut - 1
 
     def decode(self, ids) -> str:
         """The text of a sequence of ids (the inverse of encode)."""
-        points = self._points[np.asarray(ids, dtype=np.intp)]
-        return points.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
+        return chars_of(self.points[np.asarray(ids, dtype=np.intp)])
 
 
 @dataclass
 class Corpus:
     path: str
     vocab: Vocab
-    ids: np.ndarray  # (N,) ids of every character of the file, dtype from id_dtype(V)
+    ids: np.ndarray  # (N,) ids of every character of the file, dtype from id_dtype(V): a read-only
+    #                  map of the id cache (idcache.py), or an array in memory (--no-cache)
     sha256: str  # of the file's bytes: a resumed run checks it trains on the same text
-
-
-def _read_utf8(path) -> tuple[bytes, bytes | None, str | None]:
-    """(raw bytes, the same bytes if pure ASCII else None, the decoded text else None).
-
-    Raises CharnnError (one line, what to do) for a missing path, a folder, an empty file and
-    invalid UTF-8 (with the offset of the first bad byte).
-    """
-    if os.path.isdir(path):
-        raise CharnnError(f"{path} is a folder; give the path of a UTF-8 text file")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise CharnnError(f"{path}: no such file; give the path of a UTF-8 text file") from None
-    except OSError as e:
-        raise CharnnError(f"cannot read {path}: {e.strerror}") from None
-    if not raw:
-        raise CharnnError(f"{path} is empty; give a text with at least a few thousand characters")
-    if raw.isascii():
-        return raw, raw, None
-    try:
-        return raw, None, raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise CharnnError(
-            f"{path} is not valid UTF-8: byte 0x{raw[e.start]:02x} at offset {e.start} ({e.reason}); "
-            "convert it to UTF-8 first (for example with iconv)"
-        ) from None
-
-
-def read_text(path: str | os.PathLike) -> str:
-    """A UTF-8 text file's contents, with read_corpus's checks."""
-    raw, ascii_raw, text = _read_utf8(os.fspath(path))
-    return text if text is not None else raw.decode("ascii")
-
-
-def read_corpus(path: str | os.PathLike) -> Corpus:
-    """Read a UTF-8 text file, build its vocabulary and encode it (see _read_utf8 for the errors)."""
-    path = os.fspath(path)
-    raw, ascii_raw, text = _read_utf8(path)
-    digest = hashlib.sha256(raw).hexdigest()
-    raw = ascii_raw  # a decoded text replaces the bytes: let them go before the ids are made
-    n = len(raw) if raw is not None else len(text)
-
-    # First pass: which code points occur. bincount per chunk keeps the temporaries small.
-    seen = np.zeros(128, dtype=bool)
-    for points in _code_point_chunks(raw, text):
-        counts = np.bincount(points, minlength=len(seen))
-        if len(counts) > len(seen):
-            seen = np.concatenate([seen, np.zeros(len(counts) - len(seen), dtype=bool)])
-        seen |= counts > 0
-    chars = _code_points_to_str(np.flatnonzero(seen))
-    vocab = Vocab(chars)
-    # Second pass: the ids.
-    ids = vocab._encode_chunks(_code_point_chunks(raw, text), n, lambda: "")
-    return Corpus(path=path, vocab=vocab, ids=ids, sha256=digest)
-
-
-def _code_points_to_str(points: np.ndarray) -> str:
-    return points.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
+    size: int  # bytes of the file
 
 
 def split(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
@@ -218,19 +136,26 @@ class BatchStream:
     are not used in that pass), and the next starts again at column 0.
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int):
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int, rows: tuple[int, int] | None = None):
+        """ids: (N,) the training split, in memory or a memory map. rows (b0, b1): read only streams
+        b0 .. b1-1, the block one process of a data-parallel run owns (default: all B); the layout,
+        and so the windows of a pass, are those of all B streams whatever the block."""
         self.B, self.T = batch_size, seq_length
+        self.rows = rows or (0, batch_size)
+        b0, b1 = self.rows
+        assert 0 <= b0 < b1 <= batch_size, f"rows {self.rows} are not a block of the {batch_size} streams"
         n = len(ids) // batch_size  # characters per stream
-        self.streams = ids[:batch_size * n].reshape(batch_size, n)  # (B, n) view, no copy
+        self.streams = ids[:batch_size * n].reshape(batch_size, n)[b0:b1]  # (b1 - b0, n) view: nothing read yet
         self.windows_per_epoch = windows_per_epoch(len(ids), batch_size, seq_length)
         assert self.windows_per_epoch >= 1, "check_sizes() guarantees one window per stream"
         self.epoch = 0  # completed passes
         self.window = 0  # next window within this pass
 
     def peek(self) -> tuple[np.ndarray, np.ndarray]:
-        """The next window, (inputs (T, B), targets (T, B)), without moving on."""
+        """The next window, (inputs (T, B'), targets (T, B')) with B' = b1 - b0 streams, without
+        moving on. Only these (T+1) x B' ids are read (and copied) from the ids."""
         start = self.window * self.T
-        block = self.streams[:, start:start + self.T + 1].T  # (T+1, B), time-major
+        block = self.streams[:, start:start + self.T + 1].T  # (T+1, B'), time-major
         return np.ascontiguousarray(block[:-1]), np.ascontiguousarray(block[1:])
 
     def next(self) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -247,3 +172,45 @@ class BatchStream:
     def position(self) -> float:
         """Passes over the training split completed so far, fractional."""
         return self.epoch + self.window / self.windows_per_epoch
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """What an evaluation scores: S contiguous pieces of a text, run side by side as a batch, each
+    from a zero state. Piece s reads ids[starts[s] : starts[s] + lengths[s]] as inputs and predicts
+    the character after each, so it scores lengths[s] characters."""
+
+    starts: np.ndarray  # (S,) int64, the first input position of each piece
+    lengths: np.ndarray  # (S,) int64, the characters each piece predicts; non-increasing
+
+    @property
+    def predicted(self) -> int:
+        """Characters scored in all."""
+        return int(self.lengths.sum())
+
+    def block(self, s0: int, s1: int) -> "Pieces":
+        """Pieces s0 .. s1-1: one process's share when the processes of a data-parallel run split an
+        evaluation (the sum of their summed losses, over the whole's `predicted`, is the mean)."""
+        return Pieces(self.starts[s0:s1], self.lengths[s0:s1])
+
+
+def pieces(n_chars: int, max_predicted: int | None = None, streams: int = EVAL_STREAMS) -> Pieces:
+    """The pieces that score a text of n_chars >= 2 characters, at most max_predicted of them.
+
+    When they all fit (max_predicted None, or at least n_chars - 1), every character after the first
+    is scored once: S = min(streams, n_chars - 1) pieces of n or n + 1 predictions (the first r are
+    one longer) tile the text. Otherwise S pieces of L = max_predicted // S predictions each, piece s
+    at the start of the s-th of S equal parts of the text: spread over all of it, the same every
+    time. S is fixed (not tied to the training batch or window), so the figure depends only on the
+    text, the model and max_predicted.
+    """
+    n_pred = n_chars - 1
+    assert n_pred >= 1, "need two characters to score one"
+    if max_predicted is None or max_predicted >= n_pred:
+        S = min(streams, n_pred)
+        n, r = divmod(n_pred, S)
+        s = np.arange(S, dtype=np.int64)
+        return Pieces(starts=s * n + np.minimum(s, r), lengths=n + (s < r))
+    S = min(streams, max_predicted)
+    s = np.arange(S, dtype=np.int64)
+    return Pieces(starts=s * n_pred // S, lengths=np.full(S, max_predicted // S, dtype=np.int64))

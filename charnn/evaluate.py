@@ -1,10 +1,15 @@
-"""The loss of a model on a whole text, every character scored, the state carried through it.
+"""The loss of a model on a text: its characters scored in pieces, the state carried through each.
 
 One stream through a long text is slow (a batch of 1 leaves the matrix products tiny), so the
-text is cut into S = EVAL_STREAMS contiguous pieces run side by side as a batch. Each piece starts
-from a zero state and carries it to its end, so only the first few characters of each piece are
-scored without context; S is fixed (not tied to the training batch or window), so the figure
-depends on the text and the model alone. Every character after the first is predicted once.
+text is scored as S = EVAL_STREAMS contiguous pieces run side by side as a batch (data.pieces).
+Each piece starts from a zero state and carries it to its end, so only the first few characters
+of each piece are scored without context; S is fixed (not tied to the training batch or window),
+so the figure depends on the text, the model and how many characters are scored. Scored whole,
+every character after the first is predicted once; a bounded subset (--val-chars, `eval --chars`)
+is S pieces spread evenly over the text, the same ones every time.
+
+summed_loss scores any block of the pieces, so the processes of a data-parallel run can each
+score their share and add up the sums.
 """
 
 from __future__ import annotations
@@ -16,38 +21,41 @@ import numpy as np
 
 from charnn import layers, model
 from charnn.config import ModelConfig
-from charnn.data import Vocab
+from charnn.data import EVAL_STREAMS, Corpus, Pieces, Vocab, pieces as make_pieces  # noqa: F401 (EVAL_STREAMS: API)
 from charnn.errors import CharnnError
 
-EVAL_STREAMS = 32
 WINDOW = 256  # steps per forward call: bounds the memory of the activations
 
 
-def mean_loss(params, config: ModelConfig, ids: np.ndarray, streams: int = EVAL_STREAMS) -> float:
-    """Mean cross-entropy in nats per predicted character of ids[1:] given what precedes it.
+def summed_loss(params, config: ModelConfig, ids: np.ndarray, pieces: Pieces, lut: np.ndarray | None = None) -> float:
+    """Summed cross-entropy in nats of the predictions of `pieces` of ids (N,) (in memory or a map;
+    only the pieces' characters are read). lut, if given, maps each id of ids to the model's id.
 
-    ids: (N,) with N >= 2. The N-1 predictions are split into S pieces of n or n+1 (the first r
-    pieces are one longer); piece s starts at a[s] and predicts ids[a[s]+1 : a[s]+len_s+1].
+    The pieces run side by side, WINDOW steps per forward call; their lengths are non-increasing,
+    so once the shorter ones end the longer ones go on as the first k columns of the batch.
     """
-    n_pred = len(ids) - 1
-    assert n_pred >= 1, "need two characters to score one"
-    S = min(streams, n_pred)
-    n, r = divmod(n_pred, S)
-    starts = np.arange(S) * n + np.minimum(np.arange(S), r)  # (S,) first input index of each piece
-    dtype = params["Why"].dtype
-    state = model.zero_state(config, S, dtype)
-    total = 0.0  # summed nats, float64
-    for t0 in range(0, n, WINDOW):
-        steps = np.arange(t0, min(t0 + WINDOW, n))[:, None]  # (W, 1)
-        idx = starts[None, :] + steps  # (W, S) input positions
-        logits, _, state, _ = model.forward(params, config, ids[idx], state)  # no targets: no gradient made
-        total += layers.cross_entropy(logits, ids[idx + 1].reshape(-1))
-    if r:  # the last input of the r longer pieces
-        idx = (starts[:r] + n)[None, :]  # (1, r)
-        tail = {name: s[:, :r] for name, s in state.items()}
-        logits, _, _, _ = model.forward(params, config, ids[idx], tail)
-        total += layers.cross_entropy(logits, ids[idx + 1].reshape(-1))
-    return total / n_pred
+    def read(idx):  # ids at the positions idx, as the model's ids
+        return ids[idx] if lut is None else lut[ids[idx]]
+
+    lengths = pieces.lengths
+    state = model.zero_state(config, len(lengths), params["Why"].dtype)
+    total, t0 = 0.0, 0  # summed nats (float64); the step every running piece is at
+    while len(lengths) and t0 < lengths[0]:
+        k = int(np.count_nonzero(lengths > t0))  # pieces still running: the first k
+        w = min(WINDOW, int(lengths[k - 1]) - t0)  # steps they all have left, at most WINDOW
+        idx = pieces.starts[:k][None, :] + np.arange(t0, t0 + w)[:, None]  # (w, k) input positions
+        state = {name: s[:, :k] for name, s in state.items()}
+        logits, _, state, _ = model.forward(params, config, read(idx), state)  # no targets: no gradient made
+        total += layers.cross_entropy(logits, read(idx + 1).reshape(-1))
+        t0 += w
+    return total
+
+
+def mean_loss(params, config: ModelConfig, ids: np.ndarray, pieces: Pieces | None = None) -> float:
+    """Mean cross-entropy in nats per predicted character of `pieces` of ids (N,); by default every
+    character of ids after the first (N >= 2)."""
+    pieces = pieces or make_pieces(len(ids))
+    return summed_loss(params, config, ids, pieces) / pieces.predicted
 
 
 def bits(nats: float) -> float:
@@ -55,10 +63,14 @@ def bits(nats: float) -> float:
     return nats / math.log(2)
 
 
+CLOSE_UP_CHUNK = 1 << 22  # ids translated at a time when closing up a text around unknown characters
+
+
 @dataclass
 class TextScore:
     nats: float  # mean cross-entropy per predicted character
-    predicted: int  # characters scored (all known characters but the first)
+    predicted: int  # characters scored (all known characters but the first, unless limited)
+    known: int  # characters of the text the model knows
     skipped: int  # characters outside the model's vocabulary, left out of the text
     unknown: str  # those characters, distinct and sorted
 
@@ -75,10 +87,23 @@ class TextScore:
             return math.inf
 
 
-def score_text(params, config: ModelConfig, vocab: Vocab, text: str) -> TextScore:
-    """The model's loss on any text. Characters the vocabulary lacks are counted and left out (the
-    text closes up around them), so a stray symbol costs nothing and crashes nothing."""
-    ids, unknown, skipped = vocab.encode_known(text)
+def score_corpus(params, config: ModelConfig, vocab: Vocab, corpus: Corpus, max_chars: int | None = None) -> TextScore:
+    """The model's loss on any corpus, at most max_chars characters of it (all if None) scored in
+    pieces spread over it. Characters the vocabulary lacks are counted and left out (the text
+    closes up around them), so a stray symbol costs nothing and crashes nothing."""
+    lut = corpus.vocab.ids_in(vocab)  # (V_text,) the model's id of each of the text's ids, -1 if unknown
+    missing = np.flatnonzero(lut < 0)
+    ids, skipped, unknown = corpus.ids, 0, ""
+    if len(missing):  # close up: the known characters' model ids, in memory (one pass over the text)
+        known = []
+        for i in range(0, len(corpus.ids), CLOSE_UP_CHUNK):
+            chunk = lut[corpus.ids[i:i + CLOSE_UP_CHUNK]]
+            known.append(chunk[chunk >= 0].astype(vocab.dtype))
+        ids = np.concatenate(known)
+        skipped, unknown = len(corpus.ids) - len(ids), corpus.vocab.decode(missing)
+    lut = None if len(missing) or corpus.vocab == vocab else lut.astype(vocab.dtype)  # None: ids are the model's
     if len(ids) < 2:
         raise CharnnError(f"the text has {len(ids)} characters the model knows; it needs at least 2 to score one")
-    return TextScore(mean_loss(params, config, ids), len(ids) - 1, skipped, unknown)
+    pieces = make_pieces(len(ids), max_chars)
+    nats = summed_loss(params, config, ids, pieces, lut) / pieces.predicted
+    return TextScore(nats, pieces.predicted, len(ids), skipped, unknown)

@@ -23,8 +23,26 @@ class Progress:
     learning_rate: float
 
 
+class Task:
+    """A long part of the way to the first step (encoding a corpus, checking its cache, fitting the
+    baselines), told how much of `total` is done; the CLI shows it as a progress bar."""
+
+    def update(self, n: int = 1) -> None: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "Task":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class Reporter:
     """Where the loop's news goes. The default ignores it all; the CLI draws a progress bar."""
+
+    def task(self, description: str, total: int, unit: str = "it") -> Task:
+        return Task()
 
     def start(self, total_steps: int, first_step: int) -> None: ...
 
@@ -67,17 +85,47 @@ def limit_already_reached(step: int, elapsed: float, steps_spent: bool, time_spe
     return f"this run already reached {' and '.join(spent)}; give {' and '.join(wanted)} to continue it"
 
 
-def baselines(bits: dict) -> str:
-    return (f"baselines on the validation split: unigram {bits['unigram_bits']:.3f} bits/char, "
-            f"{bits['ngram_order']}-gram {bits['ngram_bits']:.3f} bits/char (fitted on the training split)")
+def megabytes(n: int) -> str:
+    """A size in bytes, readably: 3.1 KB, 1.1 MB, 105 MB."""
+    if n < 1e6:
+        return f"{n / 1e3:.1f} KB"
+    return f"{n / 1e6:,.1f} MB" if n < 1e8 else f"{n / 1e6:,.0f} MB"
 
 
-def preflight(model_config, config, n_params: int, activation_mb: float, corpus: dict, steps_to_go: int, by_time_budget: bool,
-              windows_per_epoch: int, step_time: float, run_dir: str) -> str:
+def data(corpus, source, batch_size: int, seq_length: int) -> str:
+    """Where the ids are, what getting them cost, and what they take in memory."""
+    head = f"data: {len(corpus.ids):,} characters, {corpus.vocab.size} distinct ({corpus.ids.dtype.itemsize} byte{'s' if corpus.ids.dtype.itemsize > 1 else ''} an id); "
+    if source.cache is None:
+        return head + (f"ids encoded in memory in {source.seconds:.1f} s (--no-cache), "
+                       f"{megabytes(source.nbytes)} of memory")
+    how = "reused, checked in" if source.status == "reused" else f"{source.status} in"
+    return head + (f"id cache {how} {source.seconds:.1f} s: {source.cache} "
+                   f"({megabytes(source.nbytes)} on disk, mapped: a step reads {batch_size} x {seq_length + 1} ids)")
+
+
+def baselines(bits: dict, train_chars: int, val_chars: int) -> str:
+    """The baselines' line: what they scored and what they were fitted on, when not the whole splits."""
+    scored, fitted = bits.get("scored_chars", val_chars - 1), bits.get("fit_chars", train_chars)
+    on = "the validation split" if scored >= val_chars - 1 else f"{scored:,} validation characters (each evaluation's)"
+    fit = "the training split" if fitted >= train_chars else f"the first {fitted:,} training characters"
+    return (f"baselines on {on}: unigram {bits['unigram_bits']:.3f} bits/char, "
+            f"{bits['ngram_order']}-gram {bits['ngram_bits']:.3f} bits/char (fitted on {fit})")
+
+
+def too_small(n_params: int, train_chars: int, hidden_size: int, smaller: int, smaller_params: int) -> str:
+    return (f"warning: {n_params:,} parameters for {train_chars:,} training characters: the model can learn the "
+            f"text by heart, so expect it to overfit (the validation loss rising again) within a few epochs; try a "
+            f"smaller --hidden-size ({smaller} gives {smaller_params:,} parameters), --patience 3 to stop when the "
+            f"validation loss stops improving, or more --dropout")
+
+
+def preflight(model_config, config, n_params: int, activation_mb: float, corpus: dict, val_scored: int, steps_to_go: int,
+              by_time_budget: bool, windows_per_epoch: int, step_time: float, run_dir: str) -> str:
     shape = f"{model_config.model} {model_config.num_layers}x{model_config.hidden_size}"
+    subset = f", {val_scored:,} scored per evaluation" if val_scored < corpus["val_chars"] - 1 else ""
     return (f"pre-flight: {shape}, {n_params:,} parameters; activations "
             f"~{activation_mb:.0f} MB at B {config.batch_size}, T {config.seq_length}; corpus {corpus['chars']:,} "
-            f"characters ({corpus['train_chars']:,} train, {corpus['val_chars']:,} val); {steps_to_go:,} steps to go"
+            f"characters ({corpus['train_chars']:,} train, {corpus['val_chars']:,} val{subset}); {steps_to_go:,} steps to go"
             f"{' (time budget)' if by_time_budget else ''}, {steps_to_go / windows_per_epoch:.2f} epochs; "
             f"~{step_time:.3f} s a step, ~{schedule.format_duration(steps_to_go * step_time)}; checkpoints in {run_dir}")
 
@@ -110,8 +158,9 @@ def gave_up(loss: float, rollbacks_in_a_row: int, step: int, best: float | None,
             "try a lower --learning-rate or --grad-clip")
 
 
-def finished(status: str, state, patience: int | None, best_path: str) -> str:
+def finished(status: str, state, patience: int | None, best_path: str, val_scored: int) -> str:
     reason = {"done": "done", "time budget": "the time budget is spent",
               "patience": f"no better validation loss in {patience} evaluations"}[status]
     return (f"{reason}: {state.step} steps in {schedule.format_duration(state.elapsed)}; best val loss "
-            f"{state.best:.3f} nats/char at step {state.best_step}, saved as {best_path}")
+            f"{state.best:.3f} nats/char at step {state.best_step} ({val_scored:,} validation characters scored), "
+            f"saved as {best_path}")

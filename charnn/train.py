@@ -6,9 +6,11 @@ and updates the parameters. The recurrent state at the end of a window is carrie
 window of the same stream as a constant; it is reset to zero at the start of every pass over the
 training split and after a rollback, and evaluation always starts from zero (evaluate.mean_loss).
 
-Every `eval_every` steps and when the run ends, the whole validation split is scored and the run's
-folder (charnn/runs.py) gets `best.npz`, if the validation loss is the best so far, then
-`latest.npz`; `metrics.jsonl` logs the run as it goes. A checkpoint holds the whole RunState, so
+The corpus's ids come from its id cache (idcache.py), mapped read-only, so a corpus of any size
+costs memory only for the windows being read. Every `eval_every` steps and when the run ends, the
+validation split is scored (all of it, or a fixed subset of at most `val_chars` characters spread
+over it: data.pieces) and the run's folder (charnn/runs.py) gets `best.npz`, if the validation
+loss is the best so far, then `latest.npz`; `metrics.jsonl` logs the run as it goes. A checkpoint holds the whole RunState, so
 `resume` continues a run exactly: the same updates, bit for bit, as if it had never stopped (as
 long as the limits, which size the learning-rate schedule, stay the same).
 
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from charnn import baselines, checkpoint, data, evaluate, model, optim, reports, runs, sample
+from charnn import baselines, checkpoint, data, evaluate, idcache, model, optim, reports, runs, sample
 from charnn.config import RESUMABLE, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 from charnn.limits import Limits, total_steps
@@ -42,6 +44,8 @@ __all__ = ["train", "resume", "Result", "Reporter", "Progress", "RunState", "RES
            "total_steps", "activation_bytes"]
 
 LOG_EVERY = 10  # steps per training line in metrics.jsonl
+OVERFIT_RATIO = 10  # parameters per training character above which the pre-flight warns of overfitting
+BASELINES_VERSION = 1  # part of the key of remembered baselines: raise it when their computation changes
 SAMPLE_LENGTH = 200  # characters of each --sample-every sample
 SAMPLE_TEMPERATURE = 0.8
 
@@ -103,11 +107,15 @@ class RunState:
 
 
 def train(corpus_path, model_config: ModelConfig, train_config: TrainConfig, checkpoint_dir="checkpoints",
-          run_name: str | None = None, reporter: Reporter | None = None) -> Result:
-    """Train a new model on the text at corpus_path; model_config.vocab_size is set from the text."""
+          run_name: str | None = None, reporter: Reporter | None = None, cache_dir: str | None = None,
+          use_cache: bool = True) -> Result:
+    """Train a new model on the text at corpus_path; model_config.vocab_size is set from the text.
+    Its ids come from its cache in cache_dir (idcache.default_dir() if None), or are encoded in
+    memory if use_cache is False."""
     config = train_config.validate()
     model_config.validate()  # the vocabulary size is checked again once the text is read
-    corpus = data.read_corpus(corpus_path)
+    reporter = reporter or Reporter()
+    corpus, source = idcache.load_corpus(corpus_path, cache_dir, use_cache, reporter=reporter)
     model_config = dataclasses.replace(model_config, vocab_size=corpus.vocab.size).validate()
     data.check_sizes(len(corpus.ids), config.val_frac, config.batch_size, config.seq_length)
     run_dir, created = make_run_dir(checkpoint_dir, run_name, f"{stem(corpus_path)}-{model_config.model}")
@@ -115,14 +123,15 @@ def train(corpus_path, model_config: ModelConfig, train_config: TrainConfig, che
     params = model.init_params(model_config, rng, config.dtype)
     state = RunState(params=params, opt_state=optim.init_state(config.optimizer, params),
                      carried=model.zero_state(model_config, config.batch_size, config.dtype), rng=rng)
-    return Training(model_config, config, corpus, run_dir, state, reporter, created_dir=created).run()
+    return Training(model_config, config, corpus, source, run_dir, state, reporter, created_dir=created).run()
 
 
-def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None, reporter: Reporter | None = None) -> Result:
+def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None, reporter: Reporter | None = None,
+           cache_dir: str | None = None, use_cache: bool = True) -> Result:
     """Continue the run a checkpoint belongs to, with the same settings except `overrides`
     (TrainConfig fields among RESUMABLE; any other TrainConfig or ModelConfig field that differs
     from the run's is refused). The corpus is read from the path in the checkpoint unless
-    corpus_path is given, and must be the same text."""
+    corpus_path is given, and must be the same text; its cache is used, or rebuilt, as in train()."""
     ckpt = checkpoint.load(checkpoint_path)
     old, old_model = ckpt.train_config, ckpt.model_config.to_dict()
     changes, fixed = {}, []
@@ -140,7 +149,8 @@ def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None
         raise CharnnError(f"a resumed run cannot change {names} (they define the run); start a new run instead")
     config = dataclasses.replace(old, **changes).validate()
     corpus_path = corpus_path or ckpt.header["corpus"]["path"]
-    corpus = data.read_corpus(corpus_path)
+    reporter = reporter or Reporter()
+    corpus, source = idcache.load_corpus(corpus_path, cache_dir, use_cache, reporter=reporter)
     if corpus.sha256 != ckpt.header["corpus"]["sha256"]:
         raise CharnnError(f"{corpus_path} is not the text this run was trained on (its contents changed); "
                           "resuming needs the same corpus: give its path after the checkpoint")
@@ -159,7 +169,7 @@ def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None
         folder = os.path.abspath(run_dir)
         run_dir, created = make_run_dir(os.path.dirname(folder), None, f"{os.path.basename(folder)}-from-{state.step}")
     opening = reports.resuming(checkpoint_path, state.step, old, changes, run_dir if branched else None)
-    return Training(ckpt.model_config, config, corpus, run_dir, state, reporter, created_dir=created,
+    return Training(ckpt.model_config, config, corpus, source, run_dir, state, reporter, created_dir=created,
                     opening_note=opening, baseline_bits=ckpt.header.get("baselines")).run()
 
 
@@ -209,14 +219,15 @@ class Session:
 class Training:
     """One session of a run: from a RunState (new or resumed) to the end, a stop or an interruption."""
 
-    def __init__(self, model_config: ModelConfig, config: TrainConfig, corpus: data.Corpus, run_dir: str,
-                 state: RunState, reporter: Reporter | None, created_dir: bool, opening_note: str | None = None,
-                 baseline_bits: dict | None = None):
+    def __init__(self, model_config: ModelConfig, config: TrainConfig, corpus: data.Corpus, source: idcache.Source,
+                 run_dir: str, state: RunState, reporter: Reporter | None, created_dir: bool,
+                 opening_note: str | None = None, baseline_bits: dict | None = None):
         self.model_config, self.config, self.run_dir, self.state = model_config, config, run_dir, state
         self.reporter = reporter or Reporter()
         self.opening_note = opening_note
-        self.vocab = corpus.vocab
-        self.train_ids, self.val_ids = data.split(corpus.ids, config.val_frac)
+        self.corpus, self.source, self.vocab = corpus, source, corpus.vocab
+        self.train_ids, self.val_ids = data.split(corpus.ids, config.val_frac)  # views: nothing is read yet
+        self.val_pieces = data.pieces(len(self.val_ids), config.val_chars)  # what every evaluation scores
         self.stream = data.BatchStream(self.train_ids, config.batch_size, config.seq_length)
         self.stream.epoch, self.stream.window = state.cursor
         self.limits = Limits(config, self.stream.windows_per_epoch)
@@ -331,8 +342,12 @@ class Training:
     # -- the session's start and end --------------------------------------------------------------
 
     def _start(self) -> None:
+        if self.opening_note:
+            self.reporter.note(self.opening_note)
+        self.reporter.note(reports.data(self.corpus, self.source, self.config.batch_size, self.config.seq_length))
         if self.run_facts["baselines"] is None:
             self.run_facts["baselines"] = self._baselines()
+        self._warn_if_too_small()
         self._preflight()
         self.session.started, self.session.elapsed_before = time.perf_counter(), self.state.elapsed
         self.reporter.start(self._expected_total(), self.state.step)
@@ -349,14 +364,15 @@ class Training:
             self._evaluate_and_save()  # the run's end is always evaluated and saved
         elif self.session.unsaved_changes:  # evaluated, but a rollback changed the state since
             self._save(LATEST)
-        return status, reports.finished(status, state, self.config.patience, os.path.join(self.run_dir, BEST))
+        return status, reports.finished(status, state, self.config.patience, os.path.join(self.run_dir, BEST),
+                                        self.val_pieces.predicted)
 
     # -- evaluation, checkpoints, logs ------------------------------------------------------------
 
     def _evaluate_and_save(self) -> None:
         state = self.state
         t0 = time.perf_counter()
-        state.val_loss = evaluate.mean_loss(state.params, self.model_config, self.val_ids)
+        state.val_loss = evaluate.mean_loss(state.params, self.model_config, self.val_ids, self.val_pieces)
         self.session.eval_time = time.perf_counter() - t0
         self._tick()
         train_losses = state.recent[-min(len(state.recent), self.config.eval_every):]
@@ -391,15 +407,32 @@ class Training:
         return self.limits.expected_total(self.state, self.session.step_time, self.session.eval_time)
 
     def _baselines(self) -> dict:
-        bits = baselines.baselines(self.train_ids, self.val_ids, self.vocab.size)
-        self.reporter.note(reports.baselines(bits))
+        """The baselines, fitted on at most baselines.FIT_CHARS training characters and scored on the
+        evaluation's characters; remembered beside the id cache, so a new run on the same text and
+        split does not fit them again."""
+        fit_chars = min(len(self.train_ids), baselines.FIT_CHARS)
+        key = {"version": BASELINES_VERSION, "val_frac": self.config.val_frac, "val_chars": self.val_pieces.predicted,
+               "streams": data.EVAL_STREAMS, "fit_chars": fit_chars}
+
+        def fit():
+            with self.reporter.task("baselines", baselines.work_units(self.vocab.size), "step") as bar:
+                return baselines.baselines(self.train_ids, self.val_ids, self.vocab.size, pieces=self.val_pieces,
+                                           fit_chars=fit_chars, progress=bar.update)
+        bits = idcache.remember(self.source, self.corpus.sha256, key, fit)
+        self.reporter.note(reports.baselines(bits, len(self.train_ids), len(self.val_ids)))
         return bits
+
+    def _warn_if_too_small(self) -> None:
+        """A model with many more parameters than there are training characters learns the text by
+        heart: say so, and what to try, before it does."""
+        n_params = sum(p.size for p in self.state.params.values())
+        if n_params > OVERFIT_RATIO * len(self.train_ids):
+            self.reporter.note(reports.too_small(n_params, len(self.train_ids), self.model_config.hidden_size,
+                                                 *smaller_model(self.model_config, len(self.train_ids))))
 
     def _preflight(self) -> None:
         """One line before the first step: the model, memory, data and an estimate of time."""
         state, config, model_config = self.state, self.config, self.model_config
-        if self.opening_note:
-            self.reporter.note(self.opening_note)
         inputs, targets = self.stream.peek()
         times = []
         for _ in range(2):  # the first pass also pays for warming up (allocation, BLAS threads)
@@ -412,7 +445,7 @@ class Training:
         self.reporter.note(reports.preflight(
             model_config, config, n_params=sum(p.size for p in state.params.values()),
             activation_mb=activation_bytes(model_config, config.batch_size, config.seq_length, config.dtype) / 2**20,
-            corpus=self.run_facts["corpus"], steps_to_go=max(0, expected - state.step),
+            corpus=self.run_facts["corpus"], val_scored=self.val_pieces.predicted, steps_to_go=max(0, expected - state.step),
             by_time_budget=expected != self.limits.steps, windows_per_epoch=self.stream.windows_per_epoch,
             step_time=self.session.step_time, run_dir=self.run_dir))
 
@@ -436,6 +469,18 @@ class Training:
         state = self.state
         self.metrics.write({"step": state.step, "time": round(state.elapsed, 3),
                             "epoch": round(self.stream.position, 4), "rollbacks": state.rollbacks, **fields})
+
+
+def smaller_model(model_config: ModelConfig, train_chars: int) -> tuple[int, int]:
+    """(H, its parameter count): the widest power-of-two hidden size from 16 up whose model has no
+    more parameters than train_chars (16 if even that one has), for the pre-flight's advice."""
+    def count(h):
+        shapes = model.param_shapes(dataclasses.replace(model_config, hidden_size=h))
+        return sum(int(np.prod(s)) for s in shapes.values())
+    h = 16
+    while h * 2 < model_config.hidden_size and count(h * 2) <= train_chars:
+        h *= 2
+    return h, count(h)
 
 
 def activation_bytes(model_config: ModelConfig, B: int, T: int, dtype) -> int:

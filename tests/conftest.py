@@ -10,6 +10,14 @@ TINY_TEXT = ("the cat sat on the mat. the dog sat on the log. " * 40
              + "a cat and a dog, the mat and the log.\n" * 20)
 
 
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path_factory, monkeypatch):
+    """Every test's id caches go to a folder of its own, never the user's cache folder."""
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("CHARNN_CACHE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def tiny_corpus(tmp_path):
     path = tmp_path / "tiny.txt"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from charnn import baselines as bl
-from charnn import data
+from charnn import data, textfile
 
 SHAKESPEARE = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"
 
@@ -142,15 +142,16 @@ def test_a_huge_vocabulary_lowers_the_order_and_still_works():
     assert order == 3
     expected, _ = reference_probs(train, val, V, 3)
     assert bits == pytest.approx(-np.mean(np.log2(expected)), rel=1e-12)
-    result = bl.baselines(train, val, V)
-    assert result["ngram_order"] == 3 and result["ngram_bits"] == bits
+    result = bl.baselines(train, val, V, pieces=data.pieces(len(val), streams=1))  # one piece: val[1:] scored
+    assert result["ngram_order"] == 3
+    assert result["ngram_bits"] == pytest.approx(-np.mean(np.log2(expected[1:])), rel=1e-12)
 
 
 def test_baselines_is_plain_json():
     train, val = ids_of("abracadabra" * 20), ids_of("abracadabra")
     result = bl.baselines(train, val, 26)
     assert json.loads(json.dumps(result)) == result
-    assert set(result) == {"unigram_bits", "ngram_bits", "ngram_order"}
+    assert set(result) == {"unigram_bits", "ngram_bits", "ngram_order", "fit_chars", "scored_chars"}
     assert type(result["ngram_order"]) is int and type(result["ngram_bits"]) is float
     assert result["ngram_bits"] < result["unigram_bits"]
 
@@ -164,12 +165,32 @@ def test_ids_outside_the_vocabulary_are_refused():
         bl.ngram_bits(ids_of("abc"), ids_of("abc"), 3, order=0)
 
 
+@pytest.mark.parametrize("max_predicted", [None, 40, 7])
+def test_baselines_score_the_pieces_each_from_its_own_start(max_predicted):
+    """The characters scored are the pieces' predictions, each piece's context starting at its own
+    first character (as the model starts each piece from a zero state); fitted on fit_chars."""
+    rng = np.random.default_rng(5)
+    train, val = random_ids(rng, 500, 4, np.uint8), random_ids(rng, 120, 4, np.uint8)
+    pieces = data.pieces(len(val), max_predicted, streams=5)
+    calls = []
+    result = bl.baselines(train, val, 4, order=3, pieces=pieces, fit_chars=300, progress=calls.append)
+    logs = []
+    for start, length in zip(pieces.starts, pieces.lengths):
+        probs, _ = reference_probs(train[:300], val[start:start + length + 1], 4, 3)
+        logs.append(np.log2(probs[1:]))
+    assert result["ngram_bits"] == pytest.approx(-np.concatenate(logs).mean(), rel=1e-12)
+    assert result["fit_chars"] == 300 and result["scored_chars"] == pieces.predicted == sum(map(len, logs))
+    assert len(calls) == bl.work_units(4, 3) == 3  # orders 2 and 3, then the scoring
+    assert bl.baselines(train, val, 4, order=3, pieces=pieces, fit_chars=10**9)["fit_chars"] == 500
+
+
 @pytest.mark.skipif(not SHAKESPEARE.exists(), reason="needs the bundled data/tinyshakespeare.txt")
 def test_tiny_shakespeare():
-    corpus = data.read_corpus(SHAKESPEARE)
-    train, val = data.split(corpus.ids, 0.1)
-    result = bl.baselines(train, val, corpus.vocab.size)
-    # Measured: unigram 4.83 bits (the val split's own entropy is 4.81), order-5 n-gram 2.41.
-    assert 4.7 < result["unigram_bits"] < 4.9
-    assert result["ngram_order"] == 5
-    assert 2.0 < result["ngram_bits"] < 3.0
+    """The README's figures: fitted on the whole training split (it is under FIT_CHARS), scored on
+    every validation character after the first, as the model is."""
+    _, ids = textfile.read_ids(str(SHAKESPEARE))
+    train, val = data.split(ids, 0.1)
+    assert len(train) <= bl.FIT_CHARS
+    result = bl.baselines(train, val, 65, pieces=data.pieces(len(val), 200_000))
+    assert f"{result['unigram_bits']:.3f}" == "4.829" and f"{result['ngram_bits']:.3f}" == "2.408"
+    assert result["ngram_order"] == 5 and result["scored_chars"] == len(val) - 1

@@ -85,7 +85,7 @@ def test_hello_through_the_cli(workdir):
     assert r.stdout == "hello\n"
 
 
-@pytest.mark.parametrize("command", ["train", "resume", "sample", "gradcheck", "bench", "info", "eval"])
+@pytest.mark.parametrize("command", ["train", "resume", "sample", "gradcheck", "bench", "info", "eval", "corpus"])
 def test_help_explains_every_option_with_its_default(command):
     r = run(command, "--help")
     assert r.exit_code == 0
@@ -97,7 +97,8 @@ def test_help_explains_every_option_with_its_default(command):
         if "--argmax" not in name and "--sample / --no-sample" not in name:
             assert "default" in block, block
     if command == "resume":  # a resumed run's settings are its own, not train's defaults
-        assert " ".join(r.stdout.split()).count("[default: the run's own]") == len(blocks) - 1
+        from charnn.config import RESUMABLE
+        assert " ".join(r.stdout.split()).count("[default: the run's own]") == len(RESUMABLE)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -299,12 +300,13 @@ def test_ctrl_c_saves_and_exits_130(workdir):
 
 
 def test_the_resumable_options_are_those_of_the_library():
-    """config.RESUMABLE is the one list: `resume` offers exactly it, `train` offers it too."""
+    """config.RESUMABLE is the one list: `resume` offers exactly it (and where the corpus's cache is),
+    `train` offers it too."""
     from charnn.cli import _RUN_OPTIONS, resume, train
     from charnn.config import RESUMABLE
     assert set(_RUN_OPTIONS) == set(RESUMABLE)
     resume_options = [p.name for p in resume.params if isinstance(p, click.Option) and p.name != "help"]
-    assert resume_options == list(RESUMABLE)
+    assert resume_options == list(RESUMABLE) + ["cache_dir", "use_cache"]
     assert set(RESUMABLE) <= {p.name for p in train.params}
 
 

@@ -5,37 +5,6 @@ from charnn import data
 from charnn.errors import CharnnError
 
 
-def naive_ids(text):
-    vocab = sorted(set(text))
-    return np.array([vocab.index(c) for c in text])
-
-
-@pytest.mark.parametrize("text", [
-    "hello world\n",
-    "Ünïcödé, Ελληνικά, русский, 中文, عربى, 🎭🎲 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢!\n" * 3,
-    "".join(chr(c) for c in range(32, 600)),  # a vocabulary over 256: two-byte ids
-])
-def test_read_corpus_vocab_and_round_trip(tmp_path, text):
-    path = tmp_path / "c.txt"
-    path.write_bytes(text.encode("utf-8"))
-    corpus = data.read_corpus(path)
-    assert corpus.vocab.chars == "".join(sorted(set(text)))
-    assert corpus.vocab.decode(corpus.ids) == text
-    np.testing.assert_array_equal(corpus.ids, naive_ids(text))
-    assert corpus.ids.dtype == (np.uint8 if len(set(text)) <= 256 else np.uint16)
-
-
-@pytest.mark.parametrize("text", ["abcabcxyz" * 50, "αβγ, abc, 🎭" * 50])
-def test_encoding_in_many_chunks_matches_one_chunk(tmp_path, monkeypatch, text):
-    """The chunked passes must stitch together: encode with chunks of 7 characters."""
-    path = tmp_path / "c.txt"
-    path.write_text(text, encoding="utf-8")
-    monkeypatch.setattr(data, "CHUNK", 7)
-    corpus = data.read_corpus(path)
-    np.testing.assert_array_equal(corpus.ids, naive_ids(text))
-    np.testing.assert_array_equal(corpus.vocab.encode(text), naive_ids(text))
-
-
 def test_vocab_encode_names_unknown_characters():
     vocab = data.Vocab("abc")
     with pytest.raises(CharnnError, match=r"never saw: 'xz'"):
@@ -55,23 +24,6 @@ def test_id_dtype():
     assert data.id_dtype(256) == np.uint8
     assert data.id_dtype(257) == np.uint16
     assert data.id_dtype(70000) == np.uint32
-
-
-def test_invalid_utf8_reports_the_byte_offset(tmp_path):
-    path = tmp_path / "bad.txt"
-    path.write_bytes(b"good text\n" * 3 + b"\xff rest")
-    with pytest.raises(CharnnError, match=r"not valid UTF-8: byte 0xff at offset 30"):
-        data.read_corpus(path)
-
-
-def test_missing_folder_and_empty(tmp_path):
-    with pytest.raises(CharnnError, match="no such file"):
-        data.read_corpus(tmp_path / "nope.txt")
-    with pytest.raises(CharnnError, match="is a folder"):
-        data.read_corpus(tmp_path)
-    (tmp_path / "empty.txt").write_bytes(b"")
-    with pytest.raises(CharnnError, match="is empty"):
-        data.read_corpus(tmp_path / "empty.txt")
 
 
 def test_split_is_the_last_fraction_whatever_the_batching():
@@ -111,3 +63,60 @@ def test_batch_stream_is_contiguous_per_stream():
     assert stream.epoch == 1 and stream.position == 1.0
     x, _, first = stream.next()  # a new pass starts at the beginning again
     assert first and x[0, 0] == 0
+
+
+def test_a_block_of_rows_reads_those_streams_of_the_same_windows():
+    """What one process of a data-parallel run reads: columns b0..b1-1 of every window."""
+    ids = np.arange(6 * 40 + 3) % 251
+    whole = data.BatchStream(ids, batch_size=6, seq_length=5)
+    blocks = [data.BatchStream(ids, batch_size=6, seq_length=5, rows=rows) for rows in ((0, 2), (2, 5), (5, 6))]
+    assert {b.windows_per_epoch for b in blocks} == {whole.windows_per_epoch}
+    for _ in range(whole.windows_per_epoch + 2):  # over a pass boundary
+        x, y, first = whole.next()
+        parts = [b.next() for b in blocks]
+        np.testing.assert_array_equal(np.concatenate([p[0] for p in parts], axis=1), x)
+        np.testing.assert_array_equal(np.concatenate([p[1] for p in parts], axis=1), y)
+        assert all(p[2] == first for p in parts)
+
+
+def test_a_memory_mapped_stream_gives_the_windows_of_the_in_memory_one(tmp_path):
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 300, size=4 * 97 + 2).astype(np.uint16)
+    path = tmp_path / "ids.bin"
+    ids.tofile(path)
+    mapped = np.asarray(np.memmap(path, dtype=np.uint16, mode="r", shape=ids.shape))
+    a, b = data.BatchStream(ids, 4, 8), data.BatchStream(mapped, 4, 8, rows=(1, 3))
+    for _ in range(2 * a.windows_per_epoch + 1):
+        x, y, first = a.next()
+        mx, my, mfirst = b.next()
+        np.testing.assert_array_equal(mx, x[:, 1:3])
+        np.testing.assert_array_equal(my, y[:, 1:3])
+        assert mx.flags.c_contiguous and mx.dtype == np.uint16 and mfirst == first
+
+
+@pytest.mark.parametrize("n_chars,streams", [(2, 32), (50, 1), (53, 4), (1000, 32), (111_539, 32)])
+def test_whole_pieces_tile_every_character_after_the_first(n_chars, streams):
+    p = data.pieces(n_chars, None, streams)
+    predicted = np.concatenate([np.arange(a + 1, a + n + 1) for a, n in zip(p.starts, p.lengths)])
+    np.testing.assert_array_equal(predicted, np.arange(1, n_chars))
+    assert p.predicted == n_chars - 1 and (np.diff(p.lengths) <= 0).all()
+    exactly = data.pieces(n_chars, n_chars - 1, streams)  # a limit that is just enough changes nothing
+    np.testing.assert_array_equal(exactly.starts, p.starts)
+    np.testing.assert_array_equal(exactly.lengths, p.lengths)
+
+
+@pytest.mark.parametrize("n_chars,max_predicted", [(10_000, 200), (10_000, 9_998), (10_001, 31), (1_000_000, 200_000)])
+def test_a_subset_is_fixed_spread_and_within_the_text(n_chars, max_predicted):
+    p = data.pieces(n_chars, max_predicted)
+    again = data.pieces(n_chars, max_predicted)
+    np.testing.assert_array_equal(p.starts, again.starts)  # the same characters every time
+    S = len(p.starts)
+    assert S == min(data.EVAL_STREAMS, max_predicted) and p.predicted <= max_predicted
+    assert p.predicted > max_predicted - S  # no more than S - 1 short of it
+    ends = p.starts + p.lengths  # the last target of each piece
+    assert (p.starts[1:] >= ends[:-1]).all() and ends[-1] <= n_chars - 1  # disjoint, inside the text
+    part = (n_chars - 1) / S
+    assert (np.abs(p.starts - np.arange(S) * part) < 1).all()  # piece s starts the s-th of S equal parts
+    block = p.block(3, 7)
+    np.testing.assert_array_equal(block.starts, p.starts[3:7])
+    assert block.predicted == int(p.lengths[3:7].sum())

@@ -21,7 +21,7 @@ def test_mean_loss_of_a_uniform_model_is_ln_v(rng):
 
 def test_a_loss_above_709_nats_has_an_infinite_perplexity(rng, tmp_path):
     """exp(710) overflows a float: the perplexity is then inf, never an OverflowError (a traceback)."""
-    assert evaluate.TextScore(nats=800.0, predicted=3, skipped=0, unknown="").perplexity == math.inf
+    assert evaluate.TextScore(nats=800.0, predicted=3, known=4, skipped=0, unknown="").perplexity == math.inf
     ckpt = make_checkpoint(rng, "rnn", "float32")
     ckpt.params["Why"][...] = 0
     ckpt.params["by"][...] = 0

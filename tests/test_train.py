@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from charnn import checkpoint, data, evaluate, model, runs, train
+from charnn import checkpoint, data, evaluate, model, runs, textfile, train
 from charnn.errors import CharnnError
 from charnn.recovery import is_diverging as diverging
 
@@ -39,7 +39,7 @@ def test_a_small_model_learns_a_small_text(tiny_corpus, tmp_path, name):
     rec = Recorder()
     result = train.train(tiny_corpus, mc, tc, tmp_path / "ck", reporter=rec)
     assert result.status == "done" and result.step == 100 and rec.total == 100
-    V = data.read_corpus(tiny_corpus).vocab.size
+    V = textfile.scan(str(tiny_corpus)).vocab.size
     assert result.best_val_loss < 0.5 * math.log(V)  # ln V = 2.77 here
     assert [n.split()[1] for n in rec.notes if " val loss " in n] == ["25", "50", "75", "100"]
     best = checkpoint.load(result.best)
@@ -174,7 +174,7 @@ def test_state_is_reset_at_each_pass(tiny_corpus, tmp_path, monkeypatch):
         return out
     monkeypatch.setattr(model, "loss_and_grads", spy)
     mc, tc = tiny_configs("rnn", steps=1, seq_length=16, batch_size=4)
-    windows = data.BatchStream(data.split(data.read_corpus(tiny_corpus).ids, tc.val_frac)[0], 4, 16).windows_per_epoch
+    windows = data.BatchStream(data.split(textfile.read_ids(str(tiny_corpus))[1], tc.val_frac)[0], 4, 16).windows_per_epoch
     train.train(tiny_corpus, mc, tiny_configs("rnn", steps=windows + 2)[1], tmp_path)
     seen = seen[2:]  # the first two calls are the pre-flight's dry steps
     assert not seen[0][0].any()
@@ -192,7 +192,7 @@ def test_evaluation_scores_every_character_once(rng, length, streams):
     config = ModelConfig("lstm", vocab_size=5, hidden_size=4, num_layers=2)
     params, _ = random_params_and_state(config, rng, 1)
     ids = rng.integers(0, 5, size=length)
-    got = evaluate.mean_loss(params, config, ids, streams=streams)
+    got = evaluate.mean_loss(params, config, ids, data.pieces(length, streams=streams))
     S = min(streams, length - 1)
     total = 0.0
     for piece in np.array_split(np.arange(length - 1), S):  # prediction positions of each piece
