@@ -195,22 +195,20 @@ class Pieces:
 
 
 def pieces(n_chars: int, max_predicted: int | None = None, streams: int = EVAL_STREAMS) -> Pieces:
-    """The pieces that score a text of n_chars >= 2 characters, at most max_predicted of them.
+    """The pieces that score m = min(max_predicted, n_chars - 1) characters of a text of n_chars.
 
-    When they all fit (max_predicted None, or at least n_chars - 1), every character after the first
-    is scored once: S = min(streams, n_chars - 1) pieces of n or n + 1 predictions (the first r are
-    one longer) tile the text. Otherwise S pieces of L = max_predicted // S predictions each, piece s
-    at the start of the s-th of S equal parts of the text: spread over all of it, the same every
-    time. S is fixed (not tied to the training batch or window), so the figure depends only on the
-    text, the model and max_predicted.
+    S = min(streams, m) pieces of n or n + 1 predictions (the first r one longer), in order, with
+    the n_chars - 1 - m characters left unscored spread evenly between them (piece s starts after
+    s/S of them): the same characters every time, spread over the whole text. Scoring everything
+    (max_predicted None, or at least n_chars - 1) leaves no gaps: the pieces tile the text and every
+    character after the first is predicted once. S is fixed (not tied to the training batch or
+    window), so the figure depends only on the text, the model and m.
     """
     n_pred = n_chars - 1
-    assert n_pred >= 1, "need two characters to score one"
-    if max_predicted is None or max_predicted >= n_pred:
-        S = min(streams, n_pred)
-        n, r = divmod(n_pred, S)
-        s = np.arange(S, dtype=np.int64)
-        return Pieces(starts=s * n + np.minimum(s, r), lengths=n + (s < r))
-    S = min(streams, max_predicted)
+    m = n_pred if max_predicted is None else min(max_predicted, n_pred)
+    assert m >= 1, "need two characters to score one"
+    S = min(streams, m)
     s = np.arange(S, dtype=np.int64)
-    return Pieces(starts=s * n_pred // S, lengths=np.full(S, max_predicted // S, dtype=np.int64))
+    n, r = divmod(m, S)
+    before = s * n + np.minimum(s, r)  # predictions of the pieces before piece s
+    return Pieces(starts=s * (n_pred - m) // S + before, lengths=n + (s < r))

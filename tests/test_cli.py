@@ -324,3 +324,42 @@ def test_a_run_name_with_a_path_is_refused(workdir, name):
     r = run("train", "tiny.txt", *TINY, "--steps", 2, "--run-name", name)
     assert_clean_error(r, "--run-name", "plain folder name")
     assert not (workdir / "elsewhere").exists()
+
+
+def test_corpus_shows_what_the_trainer_will_see(workdir, cache_dir):
+    (workdir / "odd.txt").write_bytes("\ufeffab\r\ncab\tbb\n\x00a\u00a0b\nbbb\n".encode("utf-8") * 20)
+    r = run("corpus", "odd.txt", "--val-frac", 0.2, "--val-chars", 20)
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "file        odd.txt: 480 bytes, 420 characters"
+    listing = " ".join(l.strip() for l in lines[1:lines.index([l for l in lines if l.startswith("odd")][0])])
+    assert listing == ("vocabulary  9 distinct characters, rarest first: '\\x00' 20, '\\t' 20, '\\r' 20, 'c' 20, "
+                       "'\\xa0' 20, '\\ufeff' 20, 'a' 60, '\\n' 80, 'b' 160")
+    odd = {l.split()[0]: l for l in lines if l.startswith("  '")}
+    assert odd["'\\ufeff'"].endswith("byte-order mark (BOM): 20 times, first at character 0 (line 1, column 1)")
+    assert odd["'\\r'"].endswith("20 times, first at character 3 (line 1, column 4)")
+    assert odd["'\\t'"].endswith("first at character 8 (line 2, column 4)")
+    assert odd["'\\x00'"].endswith("NUL: 20 times, first at character 12 (line 3, column 1)")
+    assert "no-break space" in odd["'\\xa0'"] and "'c'" not in odd and "'\\n'" not in odd
+    assert "split       at --val-frac 0.2: 336 training characters, 84 validation; an evaluation scores a fixed " \
+           "subset of 20 of them, in 20 pieces" in r.stdout
+    assert re.search(r"^cache       .*odd-[0-9a-f]{16}\.ids: built now in \d+\.\d s, 0\.4 KB$", r.stdout, re.M)
+    again = run("corpus", "odd.txt")
+    assert "reused, checked in" in again.stdout and "scores all 41 of them, in 32 pieces" in again.stdout
+    assert len(os.listdir(cache_dir)) == 1
+    assert "none kept (--no-cache)" in run("corpus", "tiny.txt", "--no-cache").stdout and len(os.listdir(cache_dir)) == 1
+    assert_clean_error(run("corpus", "missing.txt"), "no such file")
+    assert_clean_error(run("corpus", "tiny.txt", "--val-chars", 0), "--val-chars must be a positive whole number")
+
+
+def test_cache_options_and_a_bounded_eval(workdir, cache_dir):
+    r = run("train", "tiny.txt", *TINY, "--steps", 4, "--eval-every", 2, "--no-cache", "--val-chars", "all")
+    assert r.exit_code == 0, r.stderr
+    assert "ids encoded in memory" in r.stderr and os.listdir(cache_dir) == []
+    r = run("train", "tiny.txt", *TINY, "--steps", 4, "--eval-every", 2, "--cache-dir", "mine")
+    assert r.exit_code == 0 and os.listdir(workdir / "mine") and os.listdir(cache_dir) == []
+    assert "id cache built in" in r.stderr and "mine" + os.sep + "tiny-" in r.stderr
+    r = run("eval", "checkpoints/tiny-lstm-2/best.npz", "tiny.txt", "--chars", 100, "--cache-dir", "mine")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.endswith("(100 characters predicted of 2,680)\n")
+    assert_clean_error(run("train", "tiny.txt", "--val-chars", "many"), "'many' is not a whole number or 'all'", code=2)

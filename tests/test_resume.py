@@ -6,6 +6,7 @@ import os
 import signal
 import time
 
+import numpy as np
 import pytest
 
 from charnn import checkpoint, evaluate, reports, runs, train
@@ -204,3 +205,45 @@ def test_a_nan_right_after_a_resume_skips_the_batch_and_goes_on(tiny_corpus, tmp
     assert [n for n in rec.notes if "rolled back" in n] == [
         "step 11: loss NaN or infinite; rolled back to step 10, learning rate halved (now x0.5), batch skipped"]
     assert checkpoint.load(resumed.latest).header["lr_scale"] == 0.5
+
+
+def test_resume_after_the_cache_was_deleted_rebuilds_it_and_continues_exactly(tiny_corpus, tmp_path, cache_dir):
+    mc, whole_tc = tiny_configs("lstm", steps=24, eval_every=8)
+    whole = train.train(tiny_corpus, mc, whole_tc, tmp_path, run_name="whole")
+    half = train.train(tiny_corpus, mc, tiny_configs("lstm", steps=12, eval_every=8)[1], tmp_path, run_name="half")
+    for name in os.listdir(cache_dir):
+        os.unlink(cache_dir / name)
+    rec = Recorder()
+    resumed = train.resume(half.latest, {"steps": 24}, reporter=rec)
+    assert any(n.startswith("data: ") and "id cache built" in n for n in rec.notes)
+    assert_same_arrays(whole.latest, resumed.latest)
+
+
+def without(path, train_fields=(), baseline_fields=()):
+    """Rewrite a checkpoint as an older charnn wrote it: without the given header fields."""
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    header = json.loads(str(arrays["header"]))
+    for k in train_fields:
+        del header["train"][k]
+    for k in baseline_fields:
+        del header["baselines"][k]
+    np.savez(path, **dict(arrays, header=np.array(json.dumps(header))))
+
+
+def test_a_checkpoint_from_before_val_chars_scores_the_whole_split(tiny_corpus, tmp_path):
+    """Written before --val-chars existed, a run scored its whole validation split: resumed, it still
+    does (config.ABSENT), and info still reads it."""
+    mc, tc = tiny_configs("rnn", steps=8, eval_every=4, val_chars=50)
+    run = train.train(tiny_corpus, mc, tc, tmp_path)
+    assert "(50 validation characters scored)" in run.message
+    without(run.latest, train_fields=["val_chars"], baseline_fields=["fit_chars", "scored_chars"])
+    old = checkpoint.load(run.latest)
+    assert old.train_config.val_chars is None
+    rec = Recorder()
+    resumed = train.resume(run.latest, {"steps": 12}, reporter=rec)
+    assert "(267 validation characters scored)" in resumed.message
+    with pytest.raises(CharnnError, match="cannot change --val-chars"):
+        train.resume(resumed.latest, {"steps": 16, "val_chars": 100})
+    from charnn import describe
+    assert any(line.startswith("baselines") for line in describe.describe(run.latest, checkpoint.load(run.latest)))

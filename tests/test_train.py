@@ -1,6 +1,7 @@
 """The training loop on tiny corpora: learning, checkpoints, determinism, runs kept apart,
 divergence and Ctrl-C."""
 
+import dataclasses
 import json
 import math
 import os
@@ -351,3 +352,50 @@ def test_resuming_the_best_of_a_step_that_was_rolled_back_to_branches(tiny_corpu
     more = train.resume(result.best, {"steps": 12})
     assert more.run_dir != result.run_dir and os.path.basename(more.run_dir).startswith("r-from-10")
     assert open(result.latest, "rb").read() == latest
+
+
+def test_a_bounded_validation_and_baselines_say_what_they_covered(tiny_corpus, tmp_path, monkeypatch):
+    """--val-chars and baselines.FIT_CHARS below the splits: every evaluation scores the same
+    subset, the baselines are scored on it, and the lines say so; a second run on the same text
+    takes the baselines from beside the id cache instead of fitting them again."""
+    from charnn import baselines
+    monkeypatch.setattr(baselines, "FIT_CHARS", 500)
+    fits = []
+    real_fit = baselines.fit_ngram
+    monkeypatch.setattr(baselines, "fit_ngram", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
+    scored = []
+    real_loss = evaluate.summed_loss
+    monkeypatch.setattr(evaluate, "summed_loss", lambda p, c, ids, pieces, lut=None: scored.append(
+        (pieces.starts.tolist(), pieces.lengths.tolist())) or real_loss(p, c, ids, pieces, lut))
+    mc, tc = tiny_configs("rnn", steps=20, eval_every=10, val_chars=100)
+    rec = Recorder()
+    result = train.train(tiny_corpus, mc, tc, tmp_path, reporter=rec)
+    assert len(scored) == 2 and scored[0] == scored[1] and sum(scored[0][1]) == 100
+    line = [n for n in rec.notes if n.startswith("baselines")][0]
+    assert line.startswith("baselines on 100 validation characters (each evaluation's): unigram")
+    assert line.endswith("(fitted on the first 500 training characters)")
+    assert "268 val, 100 scored per evaluation" in [n for n in rec.notes if n.startswith("pre-flight")][0]
+    assert "(100 validation characters scored)" in result.message
+    header = checkpoint.load(result.latest).header["baselines"]
+    assert header["fit_chars"] == 500 and header["scored_chars"] == 100 and len(fits) == 1
+    again = Recorder()
+    train.train(tiny_corpus, mc, tc, tmp_path, reporter=again)
+    assert len(fits) == 1 and [n for n in again.notes if n.startswith("baselines")] == [line]  # remembered
+
+
+def test_the_data_line_and_the_small_corpus_warning(tiny_corpus, tmp_path):
+    mc, tc = tiny_configs("lstm", steps=2, eval_every=2)
+    rec = Recorder()
+    train.train(tiny_corpus, mc, tc, tmp_path, reporter=rec)
+    data_line = rec.notes[0]
+    assert data_line.startswith("data: 2,680 characters, 16 distinct (1 byte an id); id cache built in ")
+    assert "a step reads 4 x 17 ids" in data_line
+    assert not any(n.startswith("warning") for n in rec.notes)  # 4,496 parameters for 2,412 characters: fine
+    big = dataclasses.replace(mc, hidden_size=128)
+    rec = Recorder()
+    train.train(tiny_corpus, big, tc, tmp_path, reporter=rec, use_cache=False)
+    assert rec.notes[0].startswith("data: 2,680 characters, 16 distinct (1 byte an id); ids encoded in memory in ")
+    warning = [n for n in rec.notes if n.startswith("warning")]
+    assert len(warning) == 1 and "207,888 parameters for 2,412 training characters" in warning[0]
+    assert "--hidden-size (16 gives 4,496 parameters), --patience 3" in warning[0] and "--dropout" in warning[0]
+    assert train.smaller_model(big, 10**6)[0] == 64  # the widest power of two below 128 that fits
