@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 
 import click
@@ -16,7 +17,7 @@ import numpy as np
 from click.core import ParameterSource
 from tqdm import tqdm
 
-from charnn import __version__, bench as bench_mod, checkpoint, describe, evaluate, gradcheck as gradcheck_mod, idcache
+from charnn import __version__, bench as bench_mod, bench_corpus, checkpoint, describe, evaluate, gradcheck as gradcheck_mod, idcache
 from charnn import sample as sample_mod, schedule, survey, train as train_mod
 from charnn.config import DEFAULT_STEPS, DTYPES, MODELS, OPTIMIZERS, RESUMABLE, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
@@ -399,16 +400,27 @@ def gradcheck(model, num_layers, hidden_size, seq_length, batch_size, vocab_size
               help="A Python with PyTorch to compare with  [default: this Python if it can import torch, else skipped]")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Also write the measurements as JSON here  [default: none]")
+@click.option("--corpus-mb", type=click.FloatRange(min=1), default=None,
+              help="Instead, measure what a corpus of this many MB costs at the default settings: the time to the "
+                   "first step (first and cached run), memory beyond the model, an evaluation's cost  [default: off]")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="With --corpus-mb: where to write the text and its cache (a text already there of that size is "
+                   "reused)  [default: a temporary folder]")
+@click.option("--keep/--no-keep", default=False, help="With --corpus-mb: keep the text and its cache afterwards.")
 def bench(model, num_layers, hidden_size, batch_size, seq_length, steps, warmup, rounds, sample, encode_mb, torch_python,
-          json_path):
+          json_path, corpus_mb, work_dir, keep):
     """Measure training and sampling speed, memory and encoding time; print markdown tables.
 
     Each measurement runs in its own process. Beside charnn's figures: the machine's float32
     matrix-multiply rate (the ceiling) and, if PyTorch can be imported, the same models in PyTorch.
-    Do not run it while the machine is busy with something else.
+    With --corpus-mb N, measure a large corpus's costs instead. Do not run it while the machine is
+    busy with something else.
     """
     if json_path and not os.path.isdir(os.path.dirname(os.path.abspath(json_path))):
         _fail(CharnnError(f"--json {json_path}: its folder does not exist"))
+    if corpus_mb is not None:
+        _bench_corpus(corpus_mb, work_dir, keep, json_path)
+        return
     configs = ([bench_mod.Config(model, num_layers, hidden_size, batch_size, seq_length)] if model
                else [bench_mod.Config(*c) for c in bench_mod.REFERENCE])
     try:
@@ -421,6 +433,19 @@ def bench(model, num_layers, hidden_size, batch_size, seq_length, steps, warmup,
     if results["torch"] is None:
         click.echo("PyTorch is not installed here: its columns are skipped (see --torch-python)", err=True)
     click.echo(bench_mod.markdown(results))
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
+
+
+def _bench_corpus(corpus_mb, work_dir, keep, json_path):
+    try:
+        with tempfile.TemporaryDirectory(prefix="charnn-bench-") as tmp:
+            results = bench_corpus.run(corpus_mb, work_dir or tmp, keep=keep and work_dir is not None,
+                                       progress=lambda line: click.echo(line, err=True))
+    except RuntimeError as e:  # a worker process failed: its last line says why
+        _fail(CharnnError(f"a benchmark worker failed: {str(e).strip().splitlines()[-1]}"))
+    click.echo(bench_corpus.markdown(results))
     if json_path:
         with open(json_path, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
