@@ -17,7 +17,7 @@ import numpy as np
 from charnn import data, idcache
 from charnn.reports import Reporter, megabytes
 
-CHUNK = 1 << 24  # ids counted at a time
+CHUNK = 1 << 22  # ids counted at a time (np.bincount makes an 8-byte copy of them: 32 MB)
 WIDTH = 100  # characters a line of the vocabulary listing fills at most
 NAMES = {"\r": "carriage return (CR: Windows line ends?)", "\t": "tab", "\x00": "NUL",
          "\ufeff": "byte-order mark (BOM)", "\ufffd": "replacement character (from a bad conversion?)",
