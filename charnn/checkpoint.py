@@ -30,8 +30,11 @@ from charnn.errors import CharnnError
 from charnn.fields import REQUIRED, Invalid
 from charnn.header import FORMAT, VERSION
 
-# What to do about a damaged or edited file: the run keeps others.
-ADVICE = "use another checkpoint, such as the run's best.npz or latest.npz"
+
+def advice(path: str) -> str:
+    """What to do about a damaged or edited checkpoint: use another of its run's."""
+    others = [n for n in ("best.npz", "latest.npz") if n != os.path.basename(path)]
+    return f"use another checkpoint, such as the run's {' or '.join(others)}"
 
 
 @dataclass
@@ -99,7 +102,7 @@ def load(path: str) -> Checkpoint:
         raise CharnnError(f"{path} is a folder; give a checkpoint file (.npz)")
     if not os.path.exists(path):
         raise CharnnError(f"{path}: no such checkpoint file")
-    damaged = f"{path} is truncated or damaged; {ADVICE}"
+    damaged = f"{path} is truncated or damaged; {advice(path)}"
     try:
         with open(path, "rb") as f:
             magic = f.read(4)
@@ -161,7 +164,7 @@ def _validated(path, header: dict) -> dict:
 
 def header_error(path, invalid: Invalid) -> CharnnError:
     """The one line for a header field that is not what it should be."""
-    return CharnnError(f"{path}: header field {invalid}; {ADVICE}")
+    return CharnnError(f"{path}: header field {invalid}; {advice(path)}")
 
 
 def _take(arrays: dict, prefix: str) -> dict[str, np.ndarray]:

@@ -36,7 +36,8 @@ def setting(default, rule: Rule, text: str, absent=REQUIRED):
 
 
 def record(cls) -> Record:
-    """The fields of ModelConfig or TrainConfig as a Record: how a checkpoint header holds them."""
+    """The fields of ModelConfig or TrainConfig as a Record: how a checkpoint header holds them
+    (with the class's check_across, the check between its fields, if it has one)."""
     fields = {f.name: f.metadata["field"] for f in dataclasses.fields(cls)}
     return Record(fields, "an object", across=getattr(cls, "check_across", None))
 
@@ -85,11 +86,14 @@ class TrainConfig:
 
     seq_length: int = setting(64, Whole(1), "T: characters per window; backprop runs through all T steps")
     batch_size: int = setting(32, Whole(1), "B: parallel contiguous streams over the training text")
-    steps: int | None = setting(None, Maybe(Whole(1)), "stop after this many updates in all (null: another limit ends the run)")
-    epochs: float | None = setting(None, Maybe(Number(above=True)), "stop after this many passes over the training split")
+    steps: int | None = setting(None, Maybe(Whole(1)),
+                                "stop after this many updates in all (null: another limit ends the run)")
+    epochs: float | None = setting(None, Maybe(Number(above=True)),
+                                   "stop after this many passes over the training split")
     learning_rate: float = setting(3e-3, Number(above=True), "the base step size of the optimizer")
     optimizer: str = setting("adam", OneOf(*OPTIMIZERS), "the update rule")
-    grad_clip: float = setting(5.0, Number(doc="0 (off) or a positive number"), "maximum global gradient norm; 0 turns clipping off")
+    grad_clip: float = setting(5.0, Number(doc="0 (off) or a positive number"),
+                               "maximum global gradient norm; 0 turns clipping off")
     val_frac: float = setting(0.1, Number(0, 1, above=True, below=True, doc="between 0 and 1 (exclusive)"),
                               "the last val_frac of the text is the validation split")
     eval_every: int = setting(400, Whole(1), "steps between validation passes (and checkpoints)")
@@ -123,6 +127,7 @@ class TrainConfig:
 
     @staticmethod
     def check_across(values: dict, name: str) -> None:
+        """validate()'s check between fields, for a header's `name` field (its values checked)."""
         if not _has_an_end(values):
             raise Invalid(f"{name}.steps", None, "a positive whole number, as epochs and time_budget are null too "
                                                  "(a run needs an end)")

@@ -27,8 +27,12 @@ SHOWN = 40  # characters of a value quoted in a message
 
 
 def shown(value) -> str:
-    """A value as JSON, shortened for a one-line message."""
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, float) else repr(value)
+    """A value as JSON (NaN and Infinity as Python's json writes them), shortened for a one-line
+    message."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):  # not a JSON value, or an int too long for str()
+        text = f"a {type(value).__name__}"
     return text if len(text) <= SHOWN else text[:SHOWN - 3] + "..."
 
 

@@ -42,11 +42,12 @@ def _is_path(path: str) -> bool:
         return False
 
 
-_LOSS = Number(doc="a number >= 0")  # nats per character
-_BITS = Number(doc="a number >= 0")  # bits per character
+_HEX_DIGITS = set("0123456789abcdef")
 _UINT128 = Whole(0, 2 ** 128 - 1, doc="a whole number from 0 to 2**128 - 1")
 
+
 def _check_history(history: dict, name: str) -> None:
+    """One entry per evaluation in each list, in the order they were made."""
     steps = history["step"]
     for key in ("train_loss", "val_loss"):
         if len(history[key]) != len(steps):
@@ -68,16 +69,16 @@ RUN_FACTS = {
     "corpus": Field(Record({
         "path": Field(Text("a file path", _is_path),
                       "the text's absolute path when it was trained on"),
-        "sha256": Field(Text("64 lowercase hexadecimal digits", lambda s: len(s) == 64 and set(s) <= set("0123456789abcdef")),
+        "sha256": Field(Text("64 lowercase hexadecimal digits", lambda s: len(s) == 64 and set(s) <= _HEX_DIGITS),
                         "the SHA-256 of its bytes, which a resumed run checks"),
         "chars": Field(Whole(2), "characters in the text"),
         "train_chars": Field(Whole(1), "characters in its training split"),
         "val_chars": Field(Whole(1), "characters in its validation split"),
     }), "the text trained on"),
     "baselines": Field(Maybe(Record({
-        "unigram_bits": Field(_BITS, "the add-one unigram model's bits per character"),
+        "unigram_bits": Field(Number(), "the add-one unigram model's bits per character"),
         "ngram_order": Field(Whole(1, 64), "the order of the n-gram model"),
-        "ngram_bits": Field(_BITS, "the n-gram model's bits per character"),
+        "ngram_bits": Field(Number(), "the n-gram model's bits per character"),
     })), "the reference models on the validation split (null: not computed yet; resume computes them)", absent=None),
 }
 RUN_STATE = {
@@ -94,18 +95,18 @@ RUN_STATE = {
         "uinteger": Field(Whole(0, 2 ** 32 - 1, doc="a whole number from 0 to 2**32 - 1"), "that half"),
     }), "the run's random generator (dropout masks), as numpy's bit_generator.state gives it"),
     "elapsed_seconds": Field(Number(), "training time across resumes"),
-    "val_loss": Field(Maybe(_LOSS), "the validation loss at the last evaluation (null before one)"),
-    "best_val_loss": Field(Maybe(_LOSS), "the best validation loss so far (null before an evaluation)"),
+    "val_loss": Field(Maybe(Number()), "the validation loss at the last evaluation, nats per character (null before one)"),
+    "best_val_loss": Field(Maybe(Number()), "the best validation loss so far (null before an evaluation)"),
     "best_step": Field(Maybe(Whole(0)), "the step of the best validation loss, one of history.step (null before an "
                                         "evaluation)"),
     "lr_scale": Field(Number(0, 1, above=True), "the learning-rate multiplier, halved by every rollback"),
     "rollbacks": Field(Whole(0), "rollbacks made in all"),
-    "recent_losses": Field(ListOf(_LOSS), "the last training losses, the divergence check's reference"),
+    "recent_losses": Field(ListOf(Number()), "the last training losses, the divergence check's reference"),
     "history": Field(Record({
         "step": Field(ListOf(Whole(0)), "the step of every evaluation, increasing, at most step"),
-        "train_loss": Field(ListOf(Maybe(_LOSS)), "the mean of the last training losses before it, at most 50 and "
+        "train_loss": Field(ListOf(Maybe(Number())), "the mean of the last training losses before it, at most 50 and "
                                                   "at most eval_every of them (null if none)"),
-        "val_loss": Field(ListOf(_LOSS), "its validation loss"),
+        "val_loss": Field(ListOf(Number()), "its validation loss"),
     }, across=_check_history), "every evaluation, three lists of one length"),
 }
 FIELDS = {**FORMAT_FIELDS, **RUN_FACTS, **RUN_STATE}

@@ -169,8 +169,9 @@ def _check_corpus_facts(checkpoint_path: str, header: dict, corpus: data.Corpus,
     """The same text (its SHA-256 matched) must also be what the header says of it, or the batch
     cursor, which the header's numbers bound (header.py), may point outside the real split."""
     facts = header["corpus"]
-    for name, held, real in (("vocab", header["vocab"], corpus.vocab.chars), ("corpus.chars", facts["chars"], len(corpus.ids)),
-                             ("corpus.train_chars", facts["train_chars"], train_chars)):
+    held_and_real = {"vocab": (header["vocab"], corpus.vocab.chars), "corpus.chars": (facts["chars"], len(corpus.ids)),
+                     "corpus.train_chars": (facts["train_chars"], train_chars)}
+    for name, (held, real) in held_and_real.items():
         if held != real:
             raise checkpoint.header_error(checkpoint_path, Invalid(name, held, f"{shown(real)}, what {corpus.path} has"))
 
