@@ -3,7 +3,7 @@ its validation loss went, as lines of text (the CLI prints them)."""
 
 from __future__ import annotations
 
-from charnn import data, evaluate, schedule
+from charnn import data, evaluate, reports, schedule
 from charnn.checkpoint import Checkpoint
 
 BARS = "▁▂▃▄▅▆▇█"
@@ -26,6 +26,7 @@ def printable(chars: str) -> str:
 
 
 def describe(path: str, ckpt: Checkpoint) -> list[str]:
+    """The lines of `charnn info`, from a loaded (so validated, see header.py) checkpoint."""
     h, mc, tc = ckpt.header, ckpt.model_config, ckpt.train_config
     n_params = sum(p.size for p in ckpt.params.values())
     corpus = h["corpus"]
@@ -41,7 +42,7 @@ def describe(path: str, ckpt: Checkpoint) -> list[str]:
         f"model       {mc.model}, {mc.num_layers} layer(s) of {mc.hidden_size}, {n_params:,} parameters, {tc.dtype}, "
         f"dropout {mc.dropout:g}",
         f"vocabulary  {mc.vocab_size} characters: {printable(ckpt.vocab.chars)}",
-        f"corpus      {corpus['path']}: {corpus['chars']:,} characters ({corpus['train_chars']:,} train, "
+        f"corpus      {printable(corpus['path'])}: {corpus['chars']:,} characters ({corpus['train_chars']:,} train, "
         f"{corpus['val_chars']:,} validation), sha256 {corpus['sha256'][:12]}",
         f"training    {tc.optimizer} {tc.learning_rate:g} ({tc.lr_schedule}{warmup}), grad clip {tc.grad_clip:g}, "
         f"B {tc.batch_size} x T {tc.seq_length}, eval every {tc.eval_every}, seed {tc.random_seed}; "
@@ -55,10 +56,11 @@ def describe(path: str, ckpt: Checkpoint) -> list[str]:
                      f"{h['history']['step'][-1]:,}")
     else:
         lines.append("validation  not evaluated yet")
-    b = h.get("baselines")
-    if b:
+    b = h["baselines"]
+    if b is not None:
+        on, fit = reports.coverage(b, corpus["train_chars"], corpus["val_chars"])
         lines.append(f"baselines   unigram {b['unigram_bits']:.3f} bits/char, {b['ngram_order']}-gram "
-                     f"{b['ngram_bits']:.3f} bits/char (on the same validation split)")
+                     f"{b['ngram_bits']:.3f} bits/char (on {on}, fitted on {fit})")
     history = h["history"]
     if history["val_loss"]:
         lines.append(f"curve       {sparkline(history['val_loss'])}  val loss at steps {history['step'][0]:,}.."

@@ -107,3 +107,12 @@ def score_corpus(params, config: ModelConfig, vocab: Vocab, corpus: Corpus, max_
     pieces = make_pieces(len(ids), max_chars)
     nats = summed_loss(params, config, ids, pieces, lut) / pieces.predicted
     return TextScore(nats, pieces.predicted, len(ids), skipped, unknown)
+
+
+def score_text(params, config: ModelConfig, vocab: Vocab, text: str, max_chars: int | None = None) -> TextScore:
+    """score_corpus for a text in memory, a string."""
+    if not text:
+        raise CharnnError("the text has 0 characters the model knows; it needs at least 2 to score one")
+    own = Vocab.from_text(text)
+    return score_corpus(params, config, vocab, Corpus(path="", vocab=own, ids=own.encode(text), sha256="", size=0),
+                        max_chars)

@@ -103,11 +103,16 @@ def data(corpus, source, batch_size: int, seq_length: int) -> str:
                    f"({megabytes(source.nbytes)} on disk, mapped: a step reads {batch_size} x {seq_length + 1} ids)")
 
 
-def baselines(bits: dict, train_chars: int, val_chars: int) -> str:
-    """The baselines' line: what they scored and what they were fitted on, when not the whole splits."""
-    scored, fitted = bits.get("scored_chars", val_chars - 1), bits.get("fit_chars", train_chars)
-    on = "the validation split" if scored >= val_chars - 1 else f"{scored:,} validation characters (each evaluation's)"
+def coverage(bits: dict, train_chars: int, val_chars: int) -> tuple[str, str]:
+    """What the baselines were scored on and fitted on, in words: the whole splits, or how much."""
+    scored, fitted = bits["scored_chars"] or val_chars - 1, bits["fit_chars"] or train_chars  # None: all
+    on = "the validation split" if scored >= val_chars - 1 else f"the {scored:,} validation characters each evaluation scores"
     fit = "the training split" if fitted >= train_chars else f"the first {fitted:,} training characters"
+    return on, fit
+
+
+def baselines(bits: dict, train_chars: int, val_chars: int) -> str:
+    on, fit = coverage(bits, train_chars, val_chars)
     return (f"baselines on {on}: unigram {bits['unigram_bits']:.3f} bits/char, "
             f"{bits['ngram_order']}-gram {bits['ngram_bits']:.3f} bits/char (fitted on {fit})")
 

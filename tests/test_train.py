@@ -372,7 +372,7 @@ def test_a_bounded_validation_and_baselines_say_what_they_covered(tiny_corpus, t
     result = train.train(tiny_corpus, mc, tc, tmp_path, reporter=rec)
     assert len(scored) == 2 and scored[0] == scored[1] and sum(scored[0][1]) == 100
     line = [n for n in rec.notes if n.startswith("baselines")][0]
-    assert line.startswith("baselines on 100 validation characters (each evaluation's): unigram")
+    assert line.startswith("baselines on the 100 validation characters each evaluation scores: unigram")
     assert line.endswith("(fitted on the first 500 training characters)")
     assert "268 val, 100 scored per evaluation" in [n for n in rec.notes if n.startswith("pre-flight")][0]
     assert "(100 validation characters scored)" in result.message
