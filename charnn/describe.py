@@ -37,6 +37,8 @@ def describe(path: str, ckpt: Checkpoint) -> list[str]:
     extras = "".join(f"; {name} {value}" for name, value in (("patience", tc.patience), ("sample every", tc.sample_every),
                                                             ("keep every", tc.keep_every)) if value)
     scaled = f", learning rate x{h['lr_scale']:g}" if h["lr_scale"] != 1 else ""
+    scored = data.pieces(corpus["val_chars"], tc.val_chars).predicted if corpus["val_chars"] >= 2 else 0
+    subset = f" on {scored:,} validation characters" if scored < corpus["val_chars"] - 1 else ""
     lines = [
         f"checkpoint  {path}",
         f"model       {mc.model}, {mc.num_layers} layer(s) of {mc.hidden_size}, {n_params:,} parameters, {tc.dtype}, "
@@ -45,7 +47,7 @@ def describe(path: str, ckpt: Checkpoint) -> list[str]:
         f"corpus      {printable(corpus['path'])}: {corpus['chars']:,} characters ({corpus['train_chars']:,} train, "
         f"{corpus['val_chars']:,} validation), sha256 {corpus['sha256'][:12]}",
         f"training    {tc.optimizer} {tc.learning_rate:g} ({tc.lr_schedule}{warmup}), grad clip {tc.grad_clip:g}, "
-        f"B {tc.batch_size} x T {tc.seq_length}, eval every {tc.eval_every}, seed {tc.random_seed}; "
+        f"B {tc.batch_size} x T {tc.seq_length}, eval every {tc.eval_every}{subset}, seed {tc.random_seed}; "
         f"limit {', '.join(x for x in limits if x) or 'none'}{extras}",
         f"progress    step {h['step']:,} ({h['step'] / per_epoch:.2f} epochs), training time "
         f"{schedule.format_duration(h['elapsed_seconds'])}, rollbacks {h['rollbacks']}{scaled}",

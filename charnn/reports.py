@@ -92,14 +92,18 @@ def megabytes(n: int) -> str:
     return f"{n / 1e6:,.1f} MB" if n < 1e8 else f"{n / 1e6:,.0f} MB"
 
 
+def seconds(s: float) -> str:
+    return f"{s:.2f} s" if s < 1 else f"{s:.1f} s"
+
+
 def data(corpus, source, batch_size: int, seq_length: int) -> str:
     """Where the ids are, what getting them cost, and what they take in memory."""
     head = f"data: {len(corpus.ids):,} characters, {corpus.vocab.size} distinct ({corpus.ids.dtype.itemsize} byte{'s' if corpus.ids.dtype.itemsize > 1 else ''} an id); "
     if source.cache is None:
-        return head + (f"ids encoded in memory in {source.seconds:.1f} s (--no-cache), "
+        return head + (f"ids encoded in memory in {seconds(source.seconds)} (--no-cache), "
                        f"{megabytes(source.nbytes)} of memory")
     how = "reused, checked in" if source.status == "reused" else f"{source.status} in"
-    return head + (f"id cache {how} {source.seconds:.1f} s: {source.cache} "
+    return head + (f"id cache {how} {seconds(source.seconds)}: {source.cache} "
                    f"({megabytes(source.nbytes)} on disk, mapped: a step reads {batch_size} x {seq_length + 1} ids)")
 
 

@@ -343,7 +343,7 @@ def test_corpus_shows_what_the_trainer_will_see(workdir, cache_dir):
     assert "no-break space" in odd["'\\xa0'"] and "'c'" not in odd and "'\\n'" not in odd
     assert "split       at --val-frac 0.2: 336 training characters, 84 validation; an evaluation scores a fixed " \
            "subset of 20 of them, in 20 pieces" in r.stdout
-    assert re.search(r"^cache       .*odd-[0-9a-f]{16}\.ids: built now in \d+\.\d s, 0\.4 KB$", r.stdout, re.M)
+    assert re.search(r"^cache       .*odd-[0-9a-f]{16}\.ids: built now in \d+\.\d\d s, 0\.4 KB$", r.stdout, re.M)
     again = run("corpus", "odd.txt")
     assert "reused, checked in" in again.stdout and "scores all 41 of them, in 32 pieces" in again.stdout
     assert len(os.listdir(cache_dir)) == 1

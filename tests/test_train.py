@@ -378,6 +378,10 @@ def test_a_bounded_validation_and_baselines_say_what_they_covered(tiny_corpus, t
     assert "(100 validation characters scored)" in result.message
     header = checkpoint.load(result.latest).header["baselines"]
     assert header["fit_chars"] == 500 and header["scored_chars"] == 100 and len(fits) == 1
+    from charnn import describe
+    info = "\n".join(describe.describe(result.latest, checkpoint.load(result.latest)))
+    assert "eval every 10 on 100 validation characters, seed 0" in info
+    assert "(on the 100 validation characters each evaluation scores, fitted on the first 500 training characters)" in info
     again = Recorder()
     train.train(tiny_corpus, mc, tc, tmp_path, reporter=again)
     assert len(fits) == 1 and [n for n in again.notes if n.startswith("baselines")] == [line]  # remembered
