@@ -7,6 +7,7 @@ read, and changed, in one place. Nothing here prints.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 from charnn import evaluate, schedule
@@ -92,6 +93,12 @@ def megabytes(n: int) -> str:
     return f"{n / 1e6:,.1f} MB" if n < 1e8 else f"{n / 1e6:,.0f} MB"
 
 
+def home_short(path: str) -> str:
+    """A path under the user's home folder written from ~, as a shell would show it."""
+    home = os.path.expanduser("~")
+    return "~" + path[len(home):] if home != "~" and path.startswith(home + os.sep) else path
+
+
 def seconds(s: float) -> str:
     return f"{s:.2f} s" if s < 1 else f"{s:.1f} s"
 
@@ -103,7 +110,7 @@ def data(corpus, source, batch_size: int, seq_length: int) -> str:
         return head + (f"ids encoded in memory in {seconds(source.seconds)} (--no-cache), "
                        f"{megabytes(source.nbytes)} of memory")
     how = "reused, checked in" if source.status == "reused" else f"{source.status} in"
-    return head + (f"id cache {how} {seconds(source.seconds)}: {source.cache} "
+    return head + (f"id cache {how} {seconds(source.seconds)}: {home_short(source.cache)} "
                    f"({megabytes(source.nbytes)} on disk, mapped: a step reads {batch_size} x {seq_length + 1} ids)")
 
 

@@ -15,7 +15,7 @@ import unicodedata
 import numpy as np
 
 from charnn import data, idcache
-from charnn.reports import Reporter, megabytes, seconds
+from charnn.reports import Reporter, home_short, megabytes, seconds
 
 CHUNK = 1 << 22  # ids counted at a time (np.bincount makes an 8-byte copy of them: 32 MB)
 WIDTH = 100  # characters a line of the vocabulary listing fills at most
@@ -63,7 +63,7 @@ def survey(path, val_frac: float, val_chars: int | None, cache_dir: str | None =
         lines.append("cache       none kept (--no-cache)")
     else:
         how = "reused, checked in" if source.status == "reused" else f"{source.status} now in"
-        lines.append(f"cache       {source.cache}: {how} {seconds(source.seconds)}, {megabytes(source.nbytes)}")
+        lines.append(f"cache       {home_short(source.cache)}: {how} {seconds(source.seconds)}, {megabytes(source.nbytes)}")
     return lines
 
 
