@@ -135,13 +135,16 @@ def scan(path: str, progress: Callable[[int], None] | None = None, chunk_bytes: 
     with _open(path) as f:
         for offset, raw in aligned_chunks(f, chunk_bytes or CHUNK_BYTES):
             digest.update(raw)
-            chars += len(raw) if raw.isascii() else len(_decode(path, offset, raw))  # decoding validates
+            text = None if raw.isascii() else _decode(path, offset, raw)  # decoding validates
+            chars += len(raw) if text is None else len(text)
             # Only what is not known yet needs marking: deleting the ASCII bytes already seen leaves,
             # in most chunks, next to nothing (ASCII bytes never occur inside a multi-byte
-            # character, so what is left is still valid UTF-8).
+            # character, so what is left is still valid UTF-8); when much is left (a text mostly
+            # in another script), the chunk's decoded text is used as it is.
             rest = raw.translate(None, seen_ascii)
             if rest:
-                seen[code_points(rest.decode("utf-8"))] = True
+                new = rest.decode("utf-8") if text is None or 4 * len(rest) < len(raw) else text
+                seen[code_points(new)] = True
                 seen_ascii = bytes(np.flatnonzero(seen[:128]).astype(np.uint8))
             if progress:
                 progress(len(raw))
