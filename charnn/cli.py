@@ -17,8 +17,8 @@ import numpy as np
 from click.core import ParameterSource
 from tqdm import tqdm
 
-from charnn import __version__, bench as bench_mod, bench_corpus, checkpoint, describe, evaluate, gradcheck as gradcheck_mod, idcache
-from charnn import sample as sample_mod, schedule, survey, train as train_mod
+from charnn import __version__, bench as bench_mod, bench_corpus, checkpoint, describe, evaluate, idcache
+from charnn import gradcheck as gradcheck_mod, sample as sample_mod, schedule, survey, train as train_mod
 from charnn.config import DEFAULT_STEPS, DTYPES, MODELS, OPTIMIZERS, RESUMABLE, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 
@@ -38,8 +38,9 @@ class _ProgressBar(train_mod.Reporter):
     def task(self, description, total, unit="it"):
         """A bar for a long part of the start; it shows only if the part takes over a second, and
         leaves no line behind."""
-        return tqdm(total=total, desc=description, unit=unit, unit_scale=True, unit_divisor=1024 if unit == "B" else 1000,
-                    file=sys.stderr, dynamic_ncols=True, leave=False, delay=1.0, mininterval=0.5)
+        return tqdm(total=total, desc=description, unit=unit, unit_scale=True,
+                    unit_divisor=1024 if unit == "B" else 1000, file=sys.stderr, dynamic_ncols=True, leave=False,
+                    delay=1.0, mininterval=0.5)
 
     def start(self, total_steps, first_step):
         self.bar = tqdm(total=total_steps, initial=first_step, file=sys.stderr, unit="step", dynamic_ncols=True,

