@@ -105,28 +105,44 @@ def load_corpus(path, cache_dir: str | None = None, use_cache: bool = True, veri
         corpus = Corpus(path=path, vocab=found.vocab, ids=ids, sha256=found.sha256, size=size)
         return corpus, Source(None, "encoded in memory", time.perf_counter() - t0, ids.nbytes)
     cpath = cache_path(path, cache_dir)
-    header, why = _read_header(cpath)
-    if header is not None and header["text_bytes"] != size:
-        why = "the text changed"
-    elif header is not None and verify:
-        # Hashing the text and summing the ids read different files: two threads do both at once
-        # (hashlib and zlib let go of the GIL on large buffers, and so does reading).
-        with reporter.task("checking the id cache", size + _ids_bytes(header), "B") as bar, \
-                ThreadPoolExecutor(2) as pool:
-            text_sha256 = pool.submit(textfile.file_sha256, path, bar.update)
-            ids_crc32 = pool.submit(_ids_crc32, cpath, header, bar.update)
-            if text_sha256.result() != header["text_sha256"]:
+    # The file is checked and mapped through one open file, so another process renaming its own
+    # build over cpath meanwhile cannot slip in between.
+    try:
+        f = open(cpath, "rb")
+    except OSError as e:
+        header, ids, why = None, None, "none yet" if isinstance(e, FileNotFoundError) else "unreadable"
+    else:
+        with f:
+            header, why = _read_header(f)
+            if header is not None and header["text_bytes"] != size:
                 why = "the text changed"
-            elif ids_crc32.result() != header["ids_crc32"]:
-                why = "damaged"
+            elif header is not None and verify:
+                why = _verify(path, f, header, reporter)
+            ids = None if why else _map(f, header)
     status = "reused"
     if why:
-        header = _build(path, cpath, size, reporter, chunk_bytes)
+        header, ids = _build(path, cpath, size, reporter, chunk_bytes)
         status = "built" if why == "none yet" else f"rebuilt ({why})"
-    ids = np.memmap(cpath, dtype=_dtype(header), mode="r", offset=header["offset"], shape=(header["chars"],))
-    corpus = Corpus(path=path, vocab=Vocab(header["vocab"]), ids=np.asarray(ids), sha256=header["text_sha256"],
-                    size=size)
-    return corpus, Source(cpath, status, time.perf_counter() - t0, _ids_bytes(header))
+    corpus = Corpus(path=path, vocab=Vocab(header["vocab"]), ids=ids, sha256=header["text_sha256"], size=size)
+    return corpus, Source(cpath, status, time.perf_counter() - t0, ids.nbytes)
+
+
+def _map(f, header: dict) -> np.ndarray:
+    """(chars,) the ids of the open cache file f, read-only, as a plain ndarray over the map."""
+    return np.asarray(np.memmap(f, dtype=_dtype(header), mode="r", offset=header["offset"], shape=(header["chars"],)))
+
+
+def _verify(path: str, f, header: dict, reporter: Reporter) -> str:
+    """Why the cache f cannot be trusted ("" if it can): the text's SHA-256 and the ids' CRC-32
+    against the header's. The two read different files, so two threads do both at once (hashlib
+    and zlib let go of the GIL on large buffers, and so does reading)."""
+    with reporter.task("checking the id cache", header["text_bytes"] + _ids_bytes(header), "B") as bar, \
+            ThreadPoolExecutor(2) as pool:
+        text_sha256 = pool.submit(textfile.file_sha256, path, bar.update)
+        ids_crc32 = pool.submit(_ids_crc32, f, header, bar.update)
+        if text_sha256.result() != header["text_sha256"]:
+            return "the text changed"
+        return "" if ids_crc32.result() == header["ids_crc32"] else "damaged"
 
 
 def _dtype(header: dict) -> np.dtype:
@@ -142,60 +158,54 @@ def _data_offset(json_bytes: int) -> int:
     return -(-(PRELUDE.size + json_bytes) // DATA_ALIGN) * DATA_ALIGN
 
 
-def _read_header(cpath: str) -> tuple[dict | None, str]:
-    """(the cache's header, "") if its structure holds, else (None, why not): "none yet",
+def _read_header(f) -> tuple[dict | None, str]:
+    """(the header of the open cache file f, "") if its structure holds, else (None, why not):
     "truncated", "damaged" or "another format version". The header gets the ids' offset, "offset"."""
+    f.seek(0)
+    prelude = f.read(PRELUDE.size)
+    if len(prelude) < PRELUDE.size:
+        return None, "truncated"
+    magic, n = PRELUDE.unpack(prelude)
+    if magic != MAGIC or n > MAX_HEADER:
+        return None, "damaged"
+    raw = f.read(n)
+    if len(raw) < n:
+        return None, "truncated"
     try:
-        f = open(cpath, "rb")
-    except FileNotFoundError:
-        return None, "none yet"
-    except OSError:
-        return None, "unreadable"
-    with f:
-        prelude = f.read(PRELUDE.size)
-        if len(prelude) < PRELUDE.size:
-            return None, "truncated"
-        magic, n = PRELUDE.unpack(prelude)
-        if magic != MAGIC or n > MAX_HEADER:
+        header = json.loads(raw.decode("utf-8"))
+        if header["format"] != FORMAT:
             return None, "damaged"
-        raw = f.read(n)
-        if len(raw) < n:
-            return None, "truncated"
-        try:
-            header = json.loads(raw.decode("utf-8"))
-            if header["format"] != FORMAT:
-                return None, "damaged"
-            if header["version"] != VERSION:
-                return None, "another format version"
-            vocab = Vocab(header["vocab"])
-            ok = (header["dtype"] == id_dtype(vocab.size).name
-                  and all(isinstance(header[k], int) and header[k] > 0 for k in ("chars", "text_bytes"))
-                  and all(isinstance(header[k], str) for k in ("text_sha256", "ids_crc32")))
-        except (ValueError, KeyError, TypeError, CharnnError):  # not JSON, a field missing or of a wrong type
-            return None, "damaged"
-        if not ok:
-            return None, "damaged"
-        header["offset"] = _data_offset(n)
-        have, want = os.fstat(f.fileno()).st_size, header["offset"] + _ids_bytes(header)
+        if header["version"] != VERSION:
+            return None, "another format version"
+        vocab = Vocab(header["vocab"])
+        ok = (header["dtype"] == id_dtype(vocab.size).name
+              and all(isinstance(header[k], int) and header[k] > 0 for k in ("chars", "text_bytes"))
+              and all(isinstance(header[k], str) for k in ("text_sha256", "ids_crc32")))
+    except (ValueError, KeyError, TypeError, CharnnError):  # not JSON, a field missing or of a wrong type
+        return None, "damaged"
+    if not ok:
+        return None, "damaged"
+    header["offset"] = _data_offset(n)
+    have, want = os.fstat(f.fileno()).st_size, header["offset"] + _ids_bytes(header)
     if have != want:
         return None, "truncated" if have < want else "damaged"
     return header, ""
 
 
-def _ids_crc32(cpath: str, header: dict, progress: Callable[[int], None]) -> str:
-    """The CRC-32 of the cache's ids, read in chunks (not through a map, so they do not stay
-    resident), as 8 hex digits."""
+def _ids_crc32(f, header: dict, progress: Callable[[int], None]) -> str:
+    """The CRC-32 of the ids of the open cache file f, read in chunks (not through a map, so they
+    do not stay resident), as 8 hex digits."""
     crc = 0
-    with open(cpath, "rb") as f:
-        f.seek(header["offset"])
-        while block := f.read(READ_BYTES):
-            crc = zlib.crc32(block, crc)
-            progress(len(block))
+    f.seek(header["offset"])
+    while block := f.read(READ_BYTES):
+        crc = zlib.crc32(block, crc)
+        progress(len(block))
     return f"{crc:08x}"
 
 
-def _build(path: str, cpath: str, size: int, reporter: Reporter, chunk_bytes: int | None) -> dict:
-    """Encode the text at path into a new cache file at cpath; its header."""
+def _build(path: str, cpath: str, size: int, reporter: Reporter, chunk_bytes: int | None) -> tuple[dict, np.ndarray]:
+    """Encode the text at path into a new cache file at cpath: its header, and its ids mapped
+    (from the file written here, whatever other processes rename over cpath)."""
     folder = os.path.dirname(cpath)
     with _writing(cpath):
         os.makedirs(folder, exist_ok=True)
@@ -221,12 +231,14 @@ def _build(path: str, cpath: str, size: int, reporter: Reporter, chunk_bytes: in
                     f.write(_header_json(header))
                 # No fsync: a cache is rebuilt if a crash leaves it damaged (the CRC tells), and
                 # syncing a GB would cost seconds every first run.
+                with open(tmp, "rb") as f:
+                    ids = _map(f, header)
                 os.replace(tmp, cpath)
                 tmp = None
             finally:
                 if tmp is not None and os.path.exists(tmp):
                     os.unlink(tmp)
-    return header
+    return header, ids
 
 
 def _header_json(header: dict) -> bytes:
