@@ -106,6 +106,7 @@ def cli():
     charnn resume checkpoints/RUN/latest.npz    continue a stopped run exactly
     charnn info checkpoints/RUN/best.npz        what a checkpoint holds, its validation curve
     charnn eval checkpoints/RUN/best.npz FILE   the model's loss on any text
+    charnn corpus FILE                          what the trainer will see in a text, its id cache
     charnn gradcheck --model rnn                check the gradients against finite differences
     """
 
