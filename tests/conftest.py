@@ -10,6 +10,15 @@ TINY_TEXT = ("the cat sat on the mat. the dog sat on the log. " * 40
              + "a cat and a dog, the mat and the log.\n" * 20)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def session_cache_dir(tmp_path_factory):
+    """Id caches made outside a test's own folder (by fixtures of a wider scope, set up before
+    cache_dir) go to a folder of the session: never the user's cache folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CHARNN_CACHE_DIR", str(tmp_path_factory.mktemp("session-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def cache_dir(tmp_path_factory, monkeypatch):
     """Every test's id caches go to a folder of its own, never the user's cache folder."""
