@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -247,3 +248,12 @@ class BatchStream:
     def position(self) -> float:
         """Passes over the training split completed so far, fractional."""
         return self.epoch + self.window / self.windows_per_epoch
+
+
+def in_vocab(corpus: Corpus, vocab: Vocab) -> Corpus:
+    """The corpus with its ids in a vocabulary that holds all its characters, and perhaps more (a
+    fine-tuned model's: its parent's characters and the text's own); itself if vocab is its own."""
+    if vocab == corpus.vocab:
+        return corpus
+    new_ids = vocab.encode(corpus.vocab.chars)  # (V_corpus,) each of the corpus's ids in vocab
+    return dataclasses.replace(corpus, vocab=vocab, ids=new_ids[corpus.ids])

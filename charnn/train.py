@@ -32,13 +32,14 @@ import numpy as np
 
 from charnn import baselines, checkpoint, data, evaluate, model, optim, reports, runs, sample
 from charnn.config import RESUMABLE, ModelConfig, TrainConfig
+from charnn.decoding import Decoding
 from charnn.errors import CharnnError
 from charnn.limits import Limits, total_steps
 from charnn.recovery import MAX_ROLLBACKS, RECENT, Recovery, is_diverging
 from charnn.reports import Progress, Reporter
 from charnn.runs import BEST, LATEST, MetricsLog, make_run_dir, stem
 
-__all__ = ["train", "resume", "Result", "Reporter", "Progress", "RunState", "RESUMABLE", "MAX_ROLLBACKS",
+__all__ = ["train", "new_run", "resume", "Result", "Reporter", "Progress", "RunState", "RESUMABLE", "MAX_ROLLBACKS",
            "total_steps", "activation_bytes"]
 
 LOG_EVERY = 10  # steps per training line in metrics.jsonl
@@ -109,13 +110,23 @@ def train(corpus_path, model_config: ModelConfig, train_config: TrainConfig, che
     model_config.validate()  # the vocabulary size is checked again once the text is read
     corpus = data.read_corpus(corpus_path)
     model_config = dataclasses.replace(model_config, vocab_size=corpus.vocab.size).validate()
-    data.check_sizes(len(corpus.ids), config.val_frac, config.batch_size, config.seq_length)
-    run_dir, created = make_run_dir(checkpoint_dir, run_name, f"{stem(corpus_path)}-{model_config.model}")
     rng = np.random.default_rng(config.random_seed)
     params = model.init_params(model_config, rng, config.dtype)
+    return new_run(corpus, model_config, config, params, rng, checkpoint_dir, run_name, reporter)
+
+
+def new_run(corpus: data.Corpus, model_config: ModelConfig, config: TrainConfig, params: dict, rng: np.random.Generator,
+            checkpoint_dir="checkpoints", run_name: str | None = None, reporter: Reporter | None = None,
+            parent: dict | None = None, opening_note: str | None = None) -> Result:
+    """A run in a new folder from these parameters, with a fresh optimizer and a zero carried state;
+    rng: the run's generator (dropout masks). parent: the header's record of the checkpoint a
+    fine-tuned run starts from (finetune.py)."""
+    data.check_sizes(len(corpus.ids), config.val_frac, config.batch_size, config.seq_length)
+    run_dir, created = make_run_dir(checkpoint_dir, run_name, f"{stem(corpus.path)}-{model_config.model}")
     state = RunState(params=params, opt_state=optim.init_state(config.optimizer, params),
                      carried=model.zero_state(model_config, config.batch_size, config.dtype), rng=rng)
-    return Training(model_config, config, corpus, run_dir, state, reporter, created_dir=created).run()
+    return Training(model_config, config, corpus, run_dir, state, reporter, created_dir=created, parent=parent,
+                    opening_note=opening_note).run()
 
 
 def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None, reporter: Reporter | None = None) -> Result:
@@ -144,6 +155,7 @@ def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None
     if corpus.sha256 != ckpt.header["corpus"]["sha256"]:
         raise CharnnError(f"{corpus_path} is not the text this run was trained on (its contents changed); "
                           "resuming needs the same corpus: give its path after the checkpoint")
+    corpus = data.in_vocab(corpus, ckpt.vocab)  # a fine-tuned model's vocabulary also holds its parent's characters
     state = RunState.from_checkpoint(ckpt)
     if "learning_rate" in changes:
         state.lr_scale = 1.0  # a rate the user sets replaces the one rollbacks had lowered
@@ -160,7 +172,7 @@ def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None
         run_dir, created = make_run_dir(os.path.dirname(folder), None, f"{os.path.basename(folder)}-from-{state.step}")
     opening = reports.resuming(checkpoint_path, state.step, old, changes, run_dir if branched else None)
     return Training(ckpt.model_config, config, corpus, run_dir, state, reporter, created_dir=created,
-                    opening_note=opening, baseline_bits=ckpt.header.get("baselines")).run()
+                    opening_note=opening, baseline_bits=ckpt.header.get("baselines"), parent=ckpt.header.get("parent")).run()
 
 
 def _would_overwrite(checkpoint_path: str, ckpt: checkpoint.Checkpoint) -> bool:
@@ -211,7 +223,7 @@ class Training:
 
     def __init__(self, model_config: ModelConfig, config: TrainConfig, corpus: data.Corpus, run_dir: str,
                  state: RunState, reporter: Reporter | None, created_dir: bool, opening_note: str | None = None,
-                 baseline_bits: dict | None = None):
+                 baseline_bits: dict | None = None, parent: dict | None = None):
         self.model_config, self.config, self.run_dir, self.state = model_config, config, run_dir, state
         self.reporter = reporter or Reporter()
         self.opening_note = opening_note
@@ -225,6 +237,7 @@ class Training:
             "corpus": {"path": os.path.abspath(corpus.path), "sha256": corpus.sha256, "chars": len(corpus.ids),
                        "train_chars": len(self.train_ids), "val_chars": len(self.val_ids)},
             "baselines": baseline_bits,  # computed before the first step of a new run
+            "parent": parent,
         }
         self.created_dir = created_dir  # this session made run_dir: remove it if it ends with nothing saved
         self.recovery = Recovery(run_dir)
@@ -420,7 +433,7 @@ class Training:
         rng = np.random.default_rng([self.config.random_seed, self.state.step])  # apart from the run's rng
         seed = sample.default_seed(self.vocab, rng)
         text = "".join(sample.generate(self.state.params, self.model_config, self.vocab, seed, SAMPLE_LENGTH, rng,
-                                       temperature=SAMPLE_TEMPERATURE))
+                                       Decoding(temperature=SAMPLE_TEMPERATURE)))
         self.reporter.note(reports.sample(self.state.step, SAMPLE_TEMPERATURE, seed + text))
 
     def _log_step(self, loss, grad_norm, chars_per_sec, lr) -> None:
