@@ -27,8 +27,8 @@ TINY = ["--hidden-size", "16", "--num-layers", "1", "--seq-length", "16", "--bat
 VAL_LINE = re.compile(r"^step \d+  val loss \d+\.\d{3} nats/char  \d+\.\d{3} bits/char")
 
 
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+def run(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_hello_through_the_cli(workdir):
     assert r.stdout == "hello\n"
 
 
-@pytest.mark.parametrize("command", ["train", "resume", "sample", "gradcheck", "bench", "info", "eval"])
+@pytest.mark.parametrize("command", ["train", "resume", "sample", "prompt", "gradcheck", "bench", "info", "eval"])
 def test_help_explains_every_option_with_its_default(command):
     r = run(command, "--help")
     assert r.exit_code == 0
