@@ -97,8 +97,8 @@ _RUN_OPTIONS = {
                             "too, whichever comes first)  [default: no limit]"),
     "time_budget": (None, None, "Stop when training has taken this long (90s, 10m, 2h, 1h30m), then evaluate and "
                                 "save  [default: no limit]"),
-    "learning_rate": (float, None, "The base step size of the optimizer  [default: "
-                                                      f"{_defaults.learning_rate:g}; {finetune.LEARNING_RATE:g} with --init-from]"),
+    "learning_rate": (float, None, f"The base step size of the optimizer  [default: {_defaults.learning_rate:g}; "
+                                   f"{finetune.LEARNING_RATE:g} with --init-from]"),
     "lr_schedule": (click.Choice(schedule.SCHEDULES), _defaults.lr_schedule,
                     "constant; cosine down to a tenth; step: /10 at half the run, /100 at three quarters."),
     "warmup_steps": (click.IntRange(min=0), _defaults.warmup_steps, "Steps of linear warm-up first."),
@@ -320,6 +320,7 @@ def decoding_options(f):
                    "[default: a newline, or a random known character if the model has no newline]")
 @click.option("--prime-file", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Read the seed from this UTF-8 file instead  [default: none, --seed]")
+@click.option("--print-seed/--no-print-seed", default=True, help="Print the seed before each sample.")
 @click.option("--length", type=int, default=500, help="Characters to generate (not counting the seed).")
 @decoding_options
 @click.option("--num-samples", type=click.IntRange(min=1), default=1,
@@ -334,7 +335,7 @@ def decoding_options(f):
               help="Write the text to this file instead of stdout; it is replaced once the text is complete  "
                    "[default: stdout]")
 @click.pass_context
-def sample(ctx, checkpoint_path, seed, prime_file, length, temperature, top_k, top_p, argmax, stop, random_seed,
+def sample(ctx, checkpoint_path, seed, prime_file, print_seed, length, temperature, top_k, top_p, argmax, stop, random_seed,
            num_samples, separator, beam, output):
     """Generate text from a trained model, streamed to stdout as it is made."""
     try:
@@ -352,12 +353,13 @@ def sample(ctx, checkpoint_path, seed, prime_file, length, temperature, top_k, t
             seed = data.read_text(prime_file)
         elif seed is None:
             seed = sample_mod.default_seed(ckpt.vocab, np.random.default_rng(random_seed))
+        shown = seed if print_seed else ""
         if beam:
-            pieces = [seed + beam_mod.beam_search(ckpt.params, ckpt.model_config, ckpt.vocab, seed, length, beam, stop)]
+            pieces = [shown + beam_mod.beam_search(ckpt.params, ckpt.model_config, ckpt.vocab, seed, length, beam, stop)]
         else:
             events = sample_mod.samples(ckpt.params, ckpt.model_config, ckpt.vocab, seed, length,
                                         generators(random_seed, num_samples), decoding, stop)
-            pieces = sample_mod.printed(events, num_samples, seed, _unescape(separator))
+            pieces = sample_mod.printed(events, num_samples, shown, _unescape(separator))
         with _output(output) as out:
             for piece in pieces:
                 out.write(piece)

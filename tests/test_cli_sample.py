@@ -26,6 +26,9 @@ def test_many_samples_are_printed_one_after_another(trained):
     assert one.stdout == parts[0] + "\n"  # sample 0 is the same alone or in a batch
     assert run("sample", "--seed", "the ", "--length", 30, "--num-samples", 3, "--separator", "\\n==\\n",
                "--random-seed", 4).stdout == r.stdout
+    bare = run("sample", "--seed", "the ", "--length", 30, "--num-samples", 3, "--separator", "|", "--random-seed", 4,
+               "--no-print-seed")
+    assert bare.stdout == "|".join(p[4:] for p in parts) + "\n"
 
 
 def test_the_library_and_the_command_line_draw_the_same_text(trained):
@@ -191,3 +194,14 @@ def test_generators_are_the_documented_ones():
     """`--random-seed s` draws sample i with generators(s, n)[i] (what the README and help say)."""
     assert generators(0, 2)[1].random() == generators(0, 5)[1].random()
 
+
+
+def test_the_sampling_benchmark_measures_what_it_says(tmp_path):
+    """Not a timing test: the sampling figures of `charnn bench` (one stream, a batch, a pipe) run
+    on a tiny model and count the characters they were asked for."""
+    from charnn import bench
+    path = bench.sampling_checkpoint(str(tmp_path), "lstm", 1, 8)
+    assert checkpoint.load(path).vocab.size == bench.VOCAB
+    assert bench.time_sampling(path, 50, 4)["chars_per_sec"] > 0
+    pipe = bench.time_pipe(path, 300)
+    assert pipe["chars"] == 1 + 300 + 1 and pipe["chars_per_sec"] > 0  # the seed, the text, the closing newline
