@@ -1,14 +1,16 @@
 """The checkpoint format: one .npz file, readable with `np.load(path, allow_pickle=False)`.
 
 Entries (every array a plain numeric or string array, never a pickled object):
-    header              0-d string array: JSON, the fields of HEADER_FIELDS below
+    header              0-d string array: JSON, the fields described in header.py
     param/<name>        every parameter under its name (model.param_shapes), dtype train.dtype
     optim/<slot>/<name> optimizer state under the same names (optim.SLOTS), same dtype
     state/<h|c>         the recurrent state carried into the next window, (L, B, H)
 
 save() writes a temporary file in the same folder and renames it over the target (os.replace is
 atomic), so a crash or Ctrl-C mid-write never leaves a half-written checkpoint under a real name.
-load() checks everything against the header and says what is wrong and what to do.
+load() checks the header against its description (header.validate), then every array's name, shape
+and dtype against the header, from the .npy headers inside the zip before any array is read, and
+says what is wrong and what to do.
 """
 
 from __future__ import annotations
@@ -17,63 +19,30 @@ import json
 import os
 import secrets
 import zipfile
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from charnn import header as header_format
 from charnn import model, optim
 from charnn.config import ModelConfig, TrainConfig
 from charnn.data import Vocab
 from charnn.errors import CharnnError
+from charnn.fields import REQUIRED, Invalid
+from charnn.header import FORMAT, VERSION
 
-FORMAT = "charnn-checkpoint"
-VERSION = 1
-# The header, described once: save() writes exactly these fields, load() requires them (but for
-# OPTIONAL ones), and README's format table is made from this list (a test holds them equal).
-# Run facts stay fixed for a whole run; run state changes at every step (train.RunState).
-RUN_FACTS = {
-    "model": "the ModelConfig: model, vocab_size, hidden_size, num_layers, dropout",
-    "train": "the TrainConfig: every training option",
-    "vocab": "the vocabulary, its characters in id order",
-    "corpus": "the text trained on: path, sha256, chars, train_chars, val_chars",
-    "baselines": "unigram_bits, ngram_order, ngram_bits: the reference models on the validation split",
-    "parent": "the checkpoint a fine-tuned run started from (`--init-from`): path, step, corpus (its path) and "
-              "added (the characters its vocabulary gained); null for a run from scratch",
-}
-RUN_STATE = {
-    "step": "updates applied",
-    "data": "the batch cursor: epoch (completed passes) and window (the next one)",
-    "rng": "the state of the run's random generator (dropout masks)",
-    "elapsed_seconds": "training time across resumes",
-    "val_loss": "the validation loss at the last evaluation (null before one)",
-    "best_val_loss": "the best validation loss so far (null before an evaluation)",
-    "best_step": "the step of the best validation loss (null before an evaluation)",
-    "lr_scale": "the learning-rate multiplier, halved by every rollback",
-    "rollbacks": "rollbacks made in all",
-    "recent_losses": "the last training losses, the divergence check's reference",
-    "history": "step, train_loss and val_loss at every evaluation, three lists; train_loss is the mean of "
-               "the last training losses, at most 50 and at most eval_every of them",
-}
-HEADER_FIELDS = {
-    "format": f'"{FORMAT}"',
-    "version": f"the format version, {VERSION}",
-    **RUN_FACTS,
-    **RUN_STATE,
-}
-OPTIONAL = ("baselines", "parent")  # absent in checkpoints written before they existed
 MAX_HEADER_BYTES = 64 * 2**20  # a header holds settings and histories: a few MB at most, even for long runs
-REQUIRED = tuple(k for k in {**RUN_FACTS, **RUN_STATE} if k not in OPTIONAL)
 
 
-def header_table() -> str:
-    """The header's fields as the rows of a markdown table (README's checkpoint format)."""
-    return "\n".join(f"| `{name}` | {text} |" for name, text in HEADER_FIELDS.items())
+def advice(path: str) -> str:
+    """What to do about a damaged or edited checkpoint: use another of its run's."""
+    others = [n for n in ("best.npz", "latest.npz") if n != os.path.basename(path)]
+    return f"use another checkpoint, such as the run's {' or '.join(others)}"
 
 
 @dataclass
 class Checkpoint:
-    header: dict  # the JSON header (see above)
+    header: dict  # the JSON header, every field of header.FIELDS
     params: dict[str, np.ndarray]
     optim_state: dict[str, dict[str, np.ndarray]]
     state: dict[str, np.ndarray]  # carried recurrent state, each (L, B, H)
@@ -91,7 +60,9 @@ def save(path: str, ckpt: Checkpoint) -> None:
     """Write ckpt to path atomically. Raises CharnnError if the folder cannot be written; an
     existing file at path is then left as it was."""
     header = dict(ckpt.header, format=FORMAT, version=VERSION)
-    assert set(REQUIRED) <= set(header) <= set(HEADER_FIELDS), sorted(set(header) ^ set(HEADER_FIELDS))
+    described = header_format.FIELDS
+    assert set(header) <= set(described) and all(k in header for k, f in described.items() if f.absent is REQUIRED), \
+        sorted(set(header) ^ set(described))
     arrays = {"header": np.array(json.dumps(header, ensure_ascii=False)), **arrays_by_name(ckpt)}
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
@@ -148,13 +119,8 @@ def load(path: str) -> Checkpoint:
         raise CharnnError(f"{path} is not a charnn checkpoint (its header is not text)")
     if dtype.itemsize > MAX_HEADER_BYTES:
         raise CharnnError(f"{path} is not a charnn checkpoint (its header is {dtype.itemsize / 2**20:,.0f} MB)")
-    header = _read_header(path, _read(path, ["header"])["header"])
-    try:
-        ckpt = Checkpoint(header=header, params={}, optim_state={}, state={})
-    except (KeyError, TypeError) as e:
-        raise CharnnError(f"{path} has an incomplete header (missing {e}); it was not written by this charnn") from None
-    except CharnnError as e:
-        raise CharnnError(f"{path}: {e}") from None
+    header = _validated(path, _read_header(path, _read(path, ["header"])["header"]))
+    ckpt = Checkpoint(header=header, params={}, optim_state={}, state={})
     check_array_headers(path, ckpt, found)
     arrays = _read(path, list(found))
     ckpt.params = _take(arrays, "param/")
@@ -166,8 +132,8 @@ def load(path: str) -> Checkpoint:
     return ckpt
 
 
-def _damaged(path) -> str:
-    return f"{path} is truncated or damaged; use another checkpoint, such as the run's latest.npz or best.npz"
+def _damaged(path: str) -> str:
+    return f"{path} is truncated or damaged; {advice(path)}"
 
 
 def array_headers(path: str) -> dict[str, tuple[tuple, np.dtype]]:
@@ -190,7 +156,9 @@ def array_headers(path: str) -> dict[str, tuple[tuple, np.dtype]]:
                     raise CharnnError(f"{path} holds pickled objects, which charnn never loads (they can run code); "
                                       "it is not a charnn checkpoint")
                 found[info.filename[:-len(".npy")]] = (shape, dtype)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError):
+    except CharnnError:
+        raise
+    except Exception:  # noqa: BLE001 - only zipfile and numpy run here, parsing the file's bytes (see _read)
         raise CharnnError(_damaged(path)) from None
     return found
 
@@ -200,7 +168,10 @@ def _read(path: str, names: list[str]) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as f:
             return {name: f[name] for name in names}
-    except (ValueError, zipfile.BadZipFile, zlib.error, EOFError, OSError):
+    except Exception:  # noqa: BLE001 - only zipfile and numpy run here, parsing the file's bytes
+        # Damaged bytes surface as many types: BadZipFile, zlib.error, EOFError, struct.error,
+        # NotImplementedError (a flipped compression method), RuntimeError (a flipped encryption
+        # flag), tokenize.TokenError (a damaged .npy header), MemoryError (an absurd shape), ...
         raise CharnnError(_damaged(path)) from None
 
 
@@ -214,11 +185,10 @@ def arrays_by_name(ckpt: Checkpoint) -> dict[str, np.ndarray]:
 
 
 def _read_header(path, array) -> dict:
-    if array.dtype.kind != "U" or array.shape != ():
-        raise CharnnError(f"{path} is not a charnn checkpoint (its header is not text)")
+    """The JSON of the header array (a 0-d string array: load has checked its .npy header)."""
     try:
         header = json.loads(str(array))
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, an integer of over 4,300 digits, nesting too deep
         raise CharnnError(f"{path} is not a charnn checkpoint (its header is not JSON)") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CharnnError(f"{path} is not a charnn checkpoint (format {header.get('format') if isinstance(header, dict) else None!r})")
@@ -227,10 +197,20 @@ def _read_header(path, array) -> dict:
             f"{path} is a charnn checkpoint of format version {header.get('version')!r}, and this charnn reads "
             f"version {VERSION}; use the charnn version that wrote it, or train a new model"
         )
-    missing = [k for k in REQUIRED if k not in header]
-    if missing:
-        raise CharnnError(f"{path} has an incomplete header (no {', '.join(missing)}); it was not written by charnn")
     return header
+
+
+def _validated(path, header: dict) -> dict:
+    """The header checked against its description before anything reads it (header.validate)."""
+    try:
+        return header_format.validate(header)
+    except Invalid as e:
+        raise header_error(path, e) from None
+
+
+def header_error(path, invalid: Invalid) -> CharnnError:
+    """The one line for a header field that is not what it should be."""
+    return CharnnError(f"{path}: header field {invalid}; {advice(path)}")
 
 
 def _take(arrays: dict, prefix: str) -> dict[str, np.ndarray]:
@@ -244,8 +224,6 @@ def check_array_headers(path, ckpt: Checkpoint, found: dict) -> None:
     found: each array's name -> (shape, dtype), as array_headers reads them (the header's own entry
     taken out)."""
     mc, dtype = ckpt.model_config, np.dtype(ckpt.train_config.dtype)
-    if mc.vocab_size != ckpt.vocab.size:
-        raise CharnnError(f"{path}: the header's vocabulary has {ckpt.vocab.size} characters but the model {mc.vocab_size}")
     leftover = dict(found)
     shapes = model.param_shapes(mc)
     slots = optim.SLOTS[ckpt.train_config.optimizer]
@@ -284,8 +262,8 @@ def find(path: str | None, folder: str = "checkpoints") -> str:
     if not os.path.isdir(path):
         return path
     own = _run_files(path)
-    return own[0] if own else _newest(path, f"{path} is a folder without best.npz or latest.npz, or run folders holding them; "
-                                "give a checkpoint file")
+    return own[0] if own else _newest(path, f"{path} is a folder without best.npz or latest.npz, or run folders "
+                                            "holding them; give a checkpoint file")
 
 
 def _run_files(folder: str) -> list[str]:

@@ -2,16 +2,19 @@
 
 Both are saved inside every checkpoint (as JSON in its header), so `charnn sample` can rebuild the
 model and a later run can see how an earlier one was made (as nanoGPT keeps its config in its
-checkpoints). `validate()` gives the one-line messages users see for bad settings.
+checkpoints). Each field is described once, where it is declared (`setting`): its default, what
+it may hold (a rule of fields.py), what it means, and what its absence from an older checkpoint
+means. `validate()` checks a config made on the command line, in the words of its options;
+`from_dict()` checks one read from a checkpoint, naming the header field (fields.Invalid).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 from charnn.errors import CharnnError
+from charnn.fields import REQUIRED, Field, Invalid, Maybe, Number, OneOf, Record, Rule, Whole
 from charnn.schedule import SCHEDULES
 
 MODELS = ("rnn", "lstm", "gru")
@@ -25,115 +28,110 @@ RESUMABLE = ("steps", "epochs", "time_budget", "learning_rate", "lr_schedule", "
 DEFAULT_STEPS = 2800  # the limit of `charnn train` when none of --steps, --epochs, --time-budget is given
 
 
-def _positive(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise CharnnError(f"{name} must be a positive whole number, got {value!r}")
+def setting(default, rule: Rule, text: str, absent=REQUIRED):
+    """A config field: its default, what it may hold, what it means, and what it means when a
+    checkpoint written before charnn had it lacks it (the behaviour of the charnn that wrote it,
+    not today's default, which may be a tuned recipe)."""
+    return dataclasses.field(default=default, metadata={"field": Field(rule, text, absent)})
 
 
-def _choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise CharnnError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+def record(cls) -> Record:
+    """The fields of ModelConfig or TrainConfig as a Record: how a checkpoint header holds them
+    (with the class's check_across, the check between its fields, if it has one)."""
+    fields = {f.name: f.metadata["field"] for f in dataclasses.fields(cls)}
+    return Record(fields, "an object", across=getattr(cls, "check_across", None))
+
+
+def _check_options(config) -> None:
+    """Every field against its rule, in the words of the command line (the field's option)."""
+    for name, field in record(type(config)).fields.items():
+        value, rule = getattr(config, name), field.rule
+        if isinstance(rule, Maybe):  # None is "not given" on the command line: only a given value is checked
+            if value is None:
+                continue
+            rule = rule.rule
+        try:
+            rule.check(value, name)
+        except Invalid as e:
+            raise CharnnError(f"--{name.replace('_', '-')} must be {e.expected}, got {value!r}") from None
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """The network's shape. V = vocab_size, H = hidden_size, L = num_layers."""
 
-    model: str = "lstm"  # "rnn" (tanh recurrence), "lstm" or "gru"
-    vocab_size: int = 65  # V: characters in the vocabulary (input and output width)
-    hidden_size: int = 384  # H: units in each recurrent layer
-    num_layers: int = 2  # L: stacked recurrent layers; layer l reads layer l-1's hidden state
-    dropout: float = 0.2  # p: drop probability between layers and before the output, in training only
+    model: str = setting("lstm", OneOf(*MODELS), "the recurrent cell: rnn (tanh recurrence), lstm or gru")
+    vocab_size: int = setting(65, Whole(1), "V: characters in the vocabulary (input and output width)")
+    hidden_size: int = setting(384, Whole(1), "H: units in each recurrent layer")
+    num_layers: int = setting(2, Whole(1), "L: stacked recurrent layers; layer l reads layer l-1's hidden state")
+    dropout: float = setting(0.2, Number(0, 1, below=True, doc="a probability, at least 0 (off) and below 1"),
+                             "p: drop probability between layers and before the output, in training only", absent=0.0)
 
     def validate(self) -> "ModelConfig":
-        _choice("--model", self.model, MODELS)
-        _positive("the vocabulary size", self.vocab_size)
-        _positive("--hidden-size", self.hidden_size)
-        _positive("--num-layers", self.num_layers)
-        p = self.dropout
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
-            raise CharnnError(f"--dropout must be a probability, at least 0 (off) and below 1, got {p!r}")
+        _check_options(self)
         return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        return _from_dict(cls, d, "model config").validate()
+    def from_dict(cls, d: dict, name: str = "model") -> "ModelConfig":
+        """Rebuild the config from a checkpoint header's `name` field; Invalid names a bad field."""
+        return cls(**record(cls).check(d, name))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """How the model is trained. T = seq_length, B = batch_size."""
 
-    seq_length: int = 64  # T: characters per window; backprop runs through all T steps
-    batch_size: int = 32  # B: parallel contiguous streams over the training text
-    steps: int | None = None  # stop after this many updates in all (None: another limit ends the run)
-    epochs: float | None = None  # stop after this many passes over the training split
-    learning_rate: float = 3e-3
-    optimizer: str = "adam"
-    grad_clip: float = 5.0  # maximum global gradient norm; 0 turns clipping off
-    val_frac: float = 0.1  # the last val_frac of the text is the validation split
-    eval_every: int = 400  # steps between validation passes (and checkpoints)
-    random_seed: int = 0
-    dtype: str = "float32"
-    lr_schedule: str = "cosine"  # how the rate changes over the run (schedule.py)
-    warmup_steps: int = 0  # steps of linear warm-up before the schedule
-    time_budget: float | None = None  # seconds of training (the run's total, across resumes)
-    patience: int | None = None  # stop after this many evaluations without a better val loss
-    sample_every: int | None = None  # steps between short samples printed during training
-    keep_every: int | None = None  # steps between kept snapshots (step-NNNNNNN.npz)
+    seq_length: int = setting(64, Whole(1), "T: characters per window; backprop runs through all T steps")
+    batch_size: int = setting(32, Whole(1), "B: parallel contiguous streams over the training text")
+    steps: int | None = setting(None, Maybe(Whole(1)),
+                                "stop after this many updates in all (null: another limit ends the run)")
+    epochs: float | None = setting(None, Maybe(Number(above=True)),
+                                   "stop after this many passes over the training split")
+    learning_rate: float = setting(3e-3, Number(above=True), "the base step size of the optimizer")
+    optimizer: str = setting("adam", OneOf(*OPTIMIZERS), "the update rule")
+    grad_clip: float = setting(5.0, Number(doc="0 (off) or a positive number"),
+                               "maximum global gradient norm; 0 turns clipping off")
+    val_frac: float = setting(0.1, Number(0, 1, above=True, below=True, doc="between 0 and 1 (exclusive)"),
+                              "the last val_frac of the text is the validation split")
+    eval_every: int = setting(400, Whole(1), "steps between validation passes (and checkpoints)")
+    random_seed: int = setting(0, Whole(0), "the seed of the run's random generator")
+    dtype: str = setting("float32", OneOf(*DTYPES), "the floating-point type of training")
+    lr_schedule: str = setting("cosine", OneOf(*SCHEDULES), "how the rate changes over the run (schedule.py)",
+                               absent="constant")
+    warmup_steps: int = setting(0, Whole(0), "steps of linear warm-up before the schedule", absent=0)
+    time_budget: float | None = setting(None, Maybe(Number(above=True, doc="a positive duration in seconds")),
+                                        "seconds of training (the run's total, across resumes)", absent=None)
+    patience: int | None = setting(None, Maybe(Whole(1)), "stop after this many evaluations without a better val loss",
+                                   absent=None)
+    sample_every: int | None = setting(None, Maybe(Whole(1)), "steps between short samples printed during training",
+                                       absent=None)
+    keep_every: int | None = setting(None, Maybe(Whole(1)), "steps between kept snapshots (step-NNNNNNN.npz)",
+                                     absent=None)
 
     def validate(self) -> "TrainConfig":
-        _positive("--seq-length", self.seq_length)
-        _positive("--batch-size", self.batch_size)
-        _positive("--eval-every", self.eval_every)
-        if self.steps is None and self.epochs is None and self.time_budget is None:
+        _check_options(self)
+        if not _has_an_end(self.to_dict()):
             raise CharnnError("give --steps, --epochs or --time-budget: training needs an end")
-        if self.steps is not None:
-            _positive("--steps", self.steps)
-        if self.epochs is not None and not (self.epochs > 0 and math.isfinite(self.epochs)):
-            raise CharnnError(f"--epochs must be a positive number, got {self.epochs!r}")
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise CharnnError(f"--learning-rate must be a positive number, got {self.learning_rate!r}")
-        if not (self.grad_clip >= 0 and math.isfinite(self.grad_clip)):
-            raise CharnnError(f"--grad-clip must be 0 (off) or a positive number, got {self.grad_clip!r}")
-        if not 0 < self.val_frac < 1:
-            raise CharnnError(f"--val-frac must be between 0 and 1 (exclusive), got {self.val_frac!r}")
-        if not isinstance(self.random_seed, int) or self.random_seed < 0:
-            raise CharnnError(f"--random-seed must be a whole number >= 0, got {self.random_seed!r}")
-        _choice("--optimizer", self.optimizer, OPTIMIZERS)
-        _choice("--dtype", self.dtype, DTYPES)
-        _choice("--lr-schedule", self.lr_schedule, SCHEDULES)
-        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise CharnnError(f"--warmup-steps must be a whole number >= 0, got {self.warmup_steps!r}")
-        if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
-            raise CharnnError(f"--time-budget must be a positive duration, got {self.time_budget!r}")
-        for name, value in (("--patience", self.patience), ("--sample-every", self.sample_every),
-                            ("--keep-every", self.keep_every)):
-            if value is not None:
-                _positive(name, value)
         return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        return _from_dict(cls, d, "training config").validate()
+    def from_dict(cls, d: dict, name: str = "train") -> "TrainConfig":
+        """Rebuild the config from a checkpoint header's `name` field; Invalid names a bad field."""
+        return cls(**record(cls).check(d, name))
+
+    @staticmethod
+    def check_across(values: dict, name: str) -> None:
+        """validate()'s check between fields, for a header's `name` field (its values checked)."""
+        if not _has_an_end(values):
+            raise Invalid(f"{name}.steps", None, "a positive whole number, as epochs and time_budget are null too "
+                                                 "(a run needs an end)")
 
 
-# What a field added to charnn later means when a checkpoint written before it lacks it: the
-# behaviour of the charnn that wrote it (not today's default, which may be a tuned recipe).
-ABSENT = {"dropout": 0.0, "lr_schedule": "constant", "warmup_steps": 0, "time_budget": None, "patience": None,
-          "sample_every": None, "keep_every": None}
-
-
-def _from_dict(cls, d: dict, what: str):
-    """Rebuild a config from a checkpoint header: unknown fields are refused, and fields added to
-    charnn after the checkpoint was written take the value that means what the old charnn did."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    if not isinstance(d, dict) or not set(d) <= names:
-        raise CharnnError(f"the checkpoint's {what} has fields this version of charnn does not know")
-    return cls(**{**{k: v for k, v in ABSENT.items() if k in names}, **d})
+def _has_an_end(values: dict) -> bool:
+    return any(values[k] is not None for k in ("steps", "epochs", "time_budget"))

@@ -26,6 +26,7 @@ def printable(chars: str) -> str:
 
 
 def describe(path: str, ckpt: Checkpoint) -> list[str]:
+    """The lines of `charnn info`, from a loaded (so validated, see header.py) checkpoint."""
     h, mc, tc = ckpt.header, ckpt.model_config, ckpt.train_config
     n_params = sum(p.size for p in ckpt.params.values())
     corpus = h["corpus"]
@@ -41,7 +42,7 @@ def describe(path: str, ckpt: Checkpoint) -> list[str]:
         f"model       {mc.model}, {mc.num_layers} layer(s) of {mc.hidden_size}, {n_params:,} parameters, {tc.dtype}, "
         f"dropout {mc.dropout:g}",
         f"vocabulary  {mc.vocab_size} characters: {printable(ckpt.vocab.chars)}",
-        f"corpus      {corpus['path']}: {corpus['chars']:,} characters ({corpus['train_chars']:,} train, "
+        f"corpus      {printable(corpus['path'])}: {corpus['chars']:,} characters ({corpus['train_chars']:,} train, "
         f"{corpus['val_chars']:,} validation), sha256 {corpus['sha256'][:12]}",
         f"training    {tc.optimizer} {tc.learning_rate:g} ({tc.lr_schedule}{warmup}), grad clip {tc.grad_clip:g}, "
         f"B {tc.batch_size} x T {tc.seq_length}, eval every {tc.eval_every}, seed {tc.random_seed}; "
@@ -49,18 +50,19 @@ def describe(path: str, ckpt: Checkpoint) -> list[str]:
         f"progress    step {h['step']:,} ({h['step'] / per_epoch:.2f} epochs), training time "
         f"{schedule.format_duration(h['elapsed_seconds'])}, rollbacks {h['rollbacks']}{scaled}",
     ]
-    parent = h.get("parent")
+    parent = h["parent"]
     if parent:
         added = f"added {len(parent['added'])} character(s): {printable(parent['added'])}" if parent["added"] else "no characters added"
-        lines.append(f"parent      {parent['path']} (step {parent['step']:,}, trained on {parent['corpus']}); {added}")
+        lines.append(f"parent      {printable(parent['path'])} (step {parent['step']:,}, trained on "
+                     f"{printable(parent['corpus'])}); {added}")
     if h["best_val_loss"] is not None:
         lines.append(f"validation  best {h['best_val_loss']:.3f} nats/char ({evaluate.bits(h['best_val_loss']):.3f} bits) "
                      f"at step {h['best_step']:,}; last {h['history']['val_loss'][-1]:.3f} at step "
                      f"{h['history']['step'][-1]:,}")
     else:
         lines.append("validation  not evaluated yet")
-    b = h.get("baselines")
-    if b:
+    b = h["baselines"]
+    if b is not None:
         lines.append(f"baselines   unigram {b['unigram_bits']:.3f} bits/char, {b['ngram_order']}-gram "
                      f"{b['ngram_bits']:.3f} bits/char (on the same validation split)")
     history = h["history"]

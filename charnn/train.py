@@ -34,6 +34,7 @@ from charnn import baselines, checkpoint, data, evaluate, model, optim, reports,
 from charnn.config import RESUMABLE, ModelConfig, TrainConfig
 from charnn.decoding import Decoding
 from charnn.errors import CharnnError
+from charnn.fields import Invalid, shown
 from charnn.limits import Limits, total_steps
 from charnn.recovery import MAX_ROLLBACKS, RECENT, Recovery, is_diverging
 from charnn.reports import Progress, Reporter
@@ -84,7 +85,7 @@ class RunState:
     history: dict = field(default_factory=lambda: {"step": [], "train_loss": [], "val_loss": []})
 
     def header(self, stream: data.BatchStream) -> dict:
-        """The checkpoint header's run state (checkpoint.RUN_STATE describes each field)."""
+        """The checkpoint header's run state (header.RUN_STATE describes each field)."""
         return {"step": self.step, "data": {"epoch": stream.epoch, "window": stream.window},
                 "rng": self.rng.bit_generator.state, "elapsed_seconds": round(self.elapsed, 3),
                 "val_loss": self.val_loss, "best_val_loss": self.best, "best_step": self.best_step,
@@ -155,11 +156,13 @@ def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None
     if corpus.sha256 != ckpt.header["corpus"]["sha256"]:
         raise CharnnError(f"{corpus_path} is not the text this run was trained on (its contents changed); "
                           "resuming needs the same corpus: give its path after the checkpoint")
-    corpus = data.in_vocab(corpus, ckpt.vocab)  # a fine-tuned model's vocabulary also holds its parent's characters
+    if ckpt.header["parent"] is not None:  # a fine-tuned model's vocabulary also holds its parent's characters
+        corpus = data.in_vocab(corpus, ckpt.vocab)
+    train_chars = len(data.split(corpus.ids, config.val_frac)[0])
+    _check_corpus_facts(checkpoint_path, ckpt.header, corpus, train_chars)
     state = RunState.from_checkpoint(ckpt)
     if "learning_rate" in changes:
         state.lr_scale = 1.0  # a rate the user sets replaces the one rollbacks had lowered
-    train_chars = len(data.split(corpus.ids, config.val_frac)[0])
     limit = total_steps(config, data.windows_per_epoch(train_chars, config.batch_size, config.seq_length))
     steps_spent = limit is not None and limit <= state.step
     time_spent = config.time_budget is not None and state.elapsed >= config.time_budget
@@ -172,7 +175,18 @@ def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None
         run_dir, created = make_run_dir(os.path.dirname(folder), None, f"{os.path.basename(folder)}-from-{state.step}")
     opening = reports.resuming(checkpoint_path, state.step, old, changes, run_dir if branched else None)
     return Training(ckpt.model_config, config, corpus, run_dir, state, reporter, created_dir=created,
-                    opening_note=opening, baseline_bits=ckpt.header.get("baselines"), parent=ckpt.header.get("parent")).run()
+                    opening_note=opening, baseline_bits=ckpt.header["baselines"], parent=ckpt.header["parent"]).run()
+
+
+def _check_corpus_facts(checkpoint_path: str, header: dict, corpus: data.Corpus, train_chars: int) -> None:
+    """The same text (its SHA-256 matched) must also be what the header says of it, or the batch
+    cursor, which the header's numbers bound (header.py), may point outside the real split."""
+    facts = header["corpus"]
+    held_and_real = {"vocab": (header["vocab"], corpus.vocab.chars), "corpus.chars": (facts["chars"], len(corpus.ids)),
+                     "corpus.train_chars": (facts["train_chars"], train_chars)}
+    for name, (held, real) in held_and_real.items():
+        if held != real:
+            raise checkpoint.header_error(checkpoint_path, Invalid(name, held, f"{shown(real)}, what {corpus.path} has"))
 
 
 def _would_overwrite(checkpoint_path: str, ckpt: checkpoint.Checkpoint) -> bool:
@@ -232,7 +246,7 @@ class Training:
         self.stream = data.BatchStream(self.train_ids, config.batch_size, config.seq_length)
         self.stream.epoch, self.stream.window = state.cursor
         self.limits = Limits(config, self.stream.windows_per_epoch)
-        self.run_facts = {  # the header entries that do not change as the run goes on (checkpoint.RUN_FACTS)
+        self.run_facts = {  # the header entries that do not change as the run goes on (header.RUN_FACTS)
             "model": model_config.to_dict(), "train": config.to_dict(), "vocab": corpus.vocab.chars,
             "corpus": {"path": os.path.abspath(corpus.path), "sha256": corpus.sha256, "chars": len(corpus.ids),
                        "train_chars": len(self.train_ids), "val_chars": len(self.val_ids)},
