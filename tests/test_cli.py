@@ -322,3 +322,13 @@ def test_a_run_name_with_a_path_is_refused(workdir, name):
     r = run("train", "tiny.txt", *TINY, "--steps", 2, "--run-name", name)
     assert_clean_error(r, "--run-name", "plain folder name")
     assert not (workdir / "elsewhere").exists()
+
+
+def test_the_documents_name_no_path_of_one_machine():
+    """README.md and docs/ show paths a reader has (path/to/python, corpus.txt), never one that
+    exists only where they were written."""
+    root = os.path.join(os.path.dirname(__file__), "..")
+    for name in ["README.md"] + [os.path.join("docs", n) for n in sorted(os.listdir(os.path.join(root, "docs")))]:
+        with open(os.path.join(root, name), encoding="utf-8") as f:
+            found = re.findall(r"(?<![\w.])/(?:work|tmp|home|root|Users|opt|mnt|srv|var)/\S*", f.read())
+        assert not found, (name, found)
