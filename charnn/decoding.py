@@ -74,8 +74,7 @@ def draw(logits: np.ndarray, rngs: list[np.random.Generator], decoding: Decoding
     one uniform draw of its own generator: the first id whose cumulative weight exceeds it."""
     if decoding.argmax:
         return np.argmax(logits, axis=-1)
-    p = distribution(logits, decoding)  # (B, V)
-    cdf = np.cumsum(p, axis=-1)  # (B, V)
+    cdf = distribution(logits, decoding).cumsum(axis=-1)  # (B, V)
     # (B,) uniform in [0, row sum): random() <= 1 - 2**-53, and that times a float rounds below it
     u = np.array([rng.random() for rng in rngs]) * cdf[:, -1]
-    return (cdf <= u[:, None]).sum(axis=-1)  # (B,) an id with no weight is never taken: the cdf is flat there
+    return np.add.reduce(cdf <= u[:, None], axis=-1)  # (B,) an id with no weight is never taken: the cdf is flat there

@@ -107,16 +107,19 @@ def _decode(params, config, vocab, stepper, logits, rngs, decoding, length, stop
             yield i, "", True
         return
     stops = [StopAt(stop) for _ in range(n)]
-    rows = np.arange(n)  # rows[r]: the sample the stepper's row r carries
-    going = list(range(n))  # the rows whose sample goes on
+    rows = list(range(n))  # rows[r]: the sample the stepper's row r carries
+    going = rows  # the rows whose sample goes on
     for k in range(length):
-        ids = np.zeros(len(rows), np.intp)  # (B,) an ended row steps on with any id until the batch narrows
-        ids[going] = draw(logits[going], [rngs[rows[r]] for r in going], decoding)
-        still = []
+        if len(going) == len(rows):
+            ids = draw(logits, [rngs[i] for i in rows], decoding)  # (B,)
+        else:  # an ended row steps on with any id until the batch narrows
+            ids = np.zeros(len(rows), np.intp)
+            ids[going] = draw(logits[going], [rngs[rows[r]] for r in going], decoding)
+        last, picked, still = k + 1 == length, ids.tolist(), []
         for r in going:
-            i = int(rows[r])
-            text = stops[i].add(vocab.chars[ids[r]])
-            ended = stops[i].done or k + 1 == length
+            i = rows[r]
+            text = stops[i].add(vocab.chars[picked[r]]) if stop else vocab.chars[picked[r]]
+            ended = last or stops[i].done
             if ended and not stops[i].done:
                 text += stops[i].flush()
             if text or ended:
@@ -128,7 +131,7 @@ def _decode(params, config, vocab, stepper, logits, rngs, decoding, length, stop
             return
         if 0 < len(going) <= len(rows) // 2:  # half the streams have ended: step only the others
             stepper = model.Stepper(params, config, len(going), {name: s[:, going] for name, s in stepper.state.items()})
-            rows, ids, going = rows[going], ids[going], list(range(len(going)))
+            rows, ids, going = [rows[r] for r in going], ids[going], list(range(len(going)))
         out = stepper.step(int(ids[0]) if stepper.B == 1 else ids)  # (V,) or (B, V)
         logits = out.reshape(stepper.B, -1)
         if not going:
