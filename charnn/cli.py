@@ -249,20 +249,23 @@ def _unescape(text: str) -> str:
 
 class _TextOut:
     """Generated text on its way to stdout. A person watching a terminal sees each character as it
-    is made. Into a pipe, a flush per character costs a system call and a wake-up of the reader
-    every character, so there the text goes out at each newline, or FLUSH_SECONDS after the last
-    flush when no newline comes."""
+    is made. Into a pipe, a write per character costs a system call and a wake-up of the reader
+    every character, so there the text is held here and goes out at each newline, or FLUSH_SECONDS
+    after the last write when no newline comes (held here, not in stdout's buffer, which
+    PYTHONUNBUFFERED=1 turns off)."""
 
     def __init__(self, f):
-        self.f, self.each, self.last = f, f.isatty(), time.monotonic()
+        self.f, self.each, self.last, self.held = f, f.isatty(), time.monotonic(), []
 
     def write(self, text: str) -> None:
-        self.f.write(text)
+        self.held.append(text)
         if self.each or "\n" in text or time.monotonic() - self.last >= FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
+        self.f.write("".join(self.held))
         self.f.flush()
+        self.held.clear()
         self.last = time.monotonic()
 
 

@@ -160,13 +160,16 @@ def test_init_from_fine_tunes_at_a_lower_rate_and_info_names_the_parent(trained,
 
 
 class Recorder:
+    """A stream that records what reaches it, write by write, and what it held at each flush."""
+
     def __init__(self, tty):
-        self.tty, self.flushes, self.text = tty, [], ""
+        self.tty, self.writes, self.flushes, self.text = tty, [], [], ""
 
     def isatty(self):
         return self.tty
 
     def write(self, text):
+        self.writes.append(text)
         self.text += text
 
     def flush(self):
@@ -174,7 +177,10 @@ class Recorder:
 
 
 @pytest.mark.parametrize("tty", [True, False])
-def test_text_is_flushed_per_character_only_to_a_terminal(tty, monkeypatch):
+def test_text_is_written_per_character_only_to_a_terminal(tty, monkeypatch):
+    """Into a pipe the text reaches the stream a line at a time (or after FLUSH_SECONDS without a
+    newline), in one write: even an unbuffered stdout (PYTHONUNBUFFERED=1) then makes no system
+    call per character."""
     f = Recorder(tty)
     clock = [0.0]
     monkeypatch.setattr(cli_mod.time, "monotonic", lambda: clock[0])
@@ -182,12 +188,12 @@ def test_text_is_flushed_per_character_only_to_a_terminal(tty, monkeypatch):
     for ch in "ab\ncd":
         out.write(ch)
     if tty:
-        assert f.flushes == ["a", "ab", "ab\n", "ab\nc", "ab\ncd"]
+        assert f.flushes == ["a", "ab", "ab\n", "ab\nc", "ab\ncd"] and f.writes == list("ab\ncd")
     else:
-        assert f.flushes == ["ab\n"]  # at the newline only
+        assert f.flushes == ["ab\n"] and f.writes == ["ab\n"]  # at the newline only
         clock[0] = cli_mod.FLUSH_SECONDS
         out.write("e")
-        assert f.flushes == ["ab\n", "ab\ncde"]  # and when no newline has come for a while
+        assert f.flushes == ["ab\n", "ab\ncde"] and f.writes == ["ab\n", "cde"]  # and when no newline came for a while
 
 
 def test_generators_are_the_documented_ones():
