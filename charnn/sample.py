@@ -154,8 +154,8 @@ def texts(events: Iterable[tuple[int, str, bool]], n: int) -> list[str]:
 
 def printed(events: Iterable[tuple[int, str, bool]], n: int, seed: str, separator: str) -> Iterator[str]:
     """What `charnn sample` prints of n samples: each as seed (the seed, or "" when it is not
-    shown) and its continuation, one after another, separator between two. The first streams as it is made; a later one's text is held until the
-    ones before it have ended."""
+    shown) and its continuation, one after another, separator between two. The first streams as
+    it is made; a later one's text is held until the ones before it have ended."""
     held = [[] for _ in range(n)]
     ended = [False] * n
     current = 0
