@@ -143,9 +143,9 @@ def test_init_from_fine_tunes_at_a_lower_rate_and_info_names_the_parent(trained,
     r = run("train", "new.txt", "--init-from", "checkpoints", "--steps", 20, "--eval-every", 20, "--seq-length", 16,
             "--batch-size", 4)
     assert r.exit_code == 0, r.stderr
-    assert f"fine-tuning {BEST} (step 40) on new.txt: 3 new character(s) '12T', learning rate 0.0003" in r.stderr
+    assert f"fine-tuning {BEST} (step 40) on new.txt: 3 new character(s) '12T', learning rate 0.001" in r.stderr
     ckpt = checkpoint.load("checkpoints/new-lstm-1/best.npz")
-    assert ckpt.train_config.learning_rate == 3e-4 and ckpt.model_config.hidden_size == 16
+    assert ckpt.train_config.learning_rate == 1e-3 and ckpt.model_config.hidden_size == 16
     info = run("info", "checkpoints/new-lstm-1/best.npz").stdout
     assert f"parent      {os.path.abspath(BEST)} (step 40, trained on " in info and "added 3 character(s): 12T" in info
     assert_clean_error(run("train", "new.txt", "--init-from", BEST, "--hidden-size", 8), "drop --hidden-size")
