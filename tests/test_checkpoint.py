@@ -221,6 +221,18 @@ def test_a_huge_array_is_refused_from_its_npy_header_before_it_is_read(tmp_path,
     assert peak < 4 * 2**20, peak
 
 
+def test_a_huge_header_is_refused_before_it_is_read(tmp_path):
+    """A header member that claims a 400 MB string (and holds a few bytes) is refused from its
+    .npy header: reading it would allocate the 400 MB first."""
+    path = str(tmp_path / "c.npz")
+    with zipfile.ZipFile(path, "w") as z:
+        with z.open("header.npy", "w") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<U100000000", "fortran_order": False, "shape": ()})
+            f.write(b"{}")
+    with pytest.raises(CharnnError, match="not a charnn checkpoint \\(its header is 381 MB\\)"):
+        checkpoint.load(path)
+
+
 def test_array_headers_reads_shapes_and_dtypes(tmp_path, rng):
     path = str(tmp_path / "c.npz")
     ckpt = make_checkpoint(rng, "gru", "float64")
