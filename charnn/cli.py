@@ -389,6 +389,7 @@ def prompt(checkpoint_path, length, temperature, top_k, top_p, argmax, stop, ran
     an empty line     the model continues its own text further
     /reset            forget the text and start again
     Ctrl-D, Ctrl-C    leave
+
     The whole text so far is what the model continues (its state carries it). Each continuation
     goes to stdout, ending with a newline; the rest goes to stderr. The input may be a pipe: one
     line a turn. CHECKPOINT is as `sample --checkpoint` takes it  [default: the newest run's best].
