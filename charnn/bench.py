@@ -5,8 +5,11 @@ Every measurement runs in a fresh process (`python -m charnn.bench worker ...`),
 resident memory figure belongs to one configuration alone, and one run's heap does not slow the
 next. A training step is what `charnn train` does: forward, full BPTT, global-norm clipping and an
 Adam update, the state carried to the next step; its time is the median over `steps` steps after
-`warmup` steps. PyTorch runs the same models (charnn/bench_torch.py) with the same B, T, H, layers
-and thread count, in the Python given by --torch-python (or this one, if it can import torch).
+`warmup` steps. Sampling is timed from a checkpoint (a model trained for one step, so every
+figure is of a real file): one stream in the library, N streams at once in the library, and one
+stream through `charnn sample` into a pipe, the reader being this process. PyTorch runs the same
+models (charnn/bench_torch.py) with the same B, T, H, layers and thread count, in the Python
+given by --torch-python (or this one, if it can import torch).
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ import time
 
 import numpy as np
 
-from charnn import data, model, optim, sample, textfile
-from charnn.config import ModelConfig
+from charnn import checkpoint, data, decoding, model, optim, sample, textfile, train
+from charnn.config import ModelConfig, TrainConfig
 
 VOCAB = 65  # tiny shakespeare's
 SEQ = 64
@@ -34,6 +37,7 @@ REFERENCE = [("lstm", 1, 128, 32), ("lstm", 2, 256, 64), ("lstm", 2, 512, 64),
              ("rnn", 1, 128, 32), ("rnn", 2, 256, 64), ("rnn", 2, 512, 64)]
 SAMPLE_CONFIG = ("lstm", 2, 512)
 SAMPLE_LENGTH = 2000
+SAMPLE_BATCH = 32  # streams of the batched sampling figure
 ENCODE_BYTES = 100 * 2**20
 
 
@@ -96,14 +100,40 @@ def time_training(c: Config, steps: int, warmup: int) -> dict:
     return {"seconds": statistics.median(times), "peak_rss": _peak_rss()}
 
 
-def time_sampling(model_name: str, layers: int, hidden: int, length: int) -> dict:
-    mc = ModelConfig(model=model_name, vocab_size=VOCAB, hidden_size=hidden, num_layers=layers)
-    params = model.init_params(mc, np.random.default_rng(0))
-    vocab = data.Vocab("".join(chr(33 + i) for i in range(VOCAB)))
-    rng = np.random.default_rng(0)
+def sampling_checkpoint(folder: str, model_name: str, layers: int, hidden: int) -> str:
+    """A checkpoint of the sampling configuration with V = VOCAB (a newline and 64 printable
+    ASCII characters, so a character is a byte), trained one step on random text: its best.npz."""
+    chars = np.array(["\n"] + [chr(32 + i) for i in range(VOCAB - 1)])
+    path = os.path.join(folder, "text.txt")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("".join(chars) + "".join(np.random.default_rng(0).choice(chars, 4000)))
+    mc = ModelConfig(model=model_name, hidden_size=hidden, num_layers=layers, dropout=0.0)
+    tc = TrainConfig(steps=1, batch_size=1, seq_length=8, eval_every=1, val_frac=0.01)
+    return train.train(path, mc, tc, folder, "sampling").best
+
+
+def time_sampling(path: str, length: int, batch: int) -> dict:
+    """Characters per second, all streams together, of `batch` samples of `length` made at once."""
+    ckpt = checkpoint.load(path)
     t0 = time.perf_counter()
-    n = sum(1 for _ in sample.generate(params, mc, vocab, vocab.chars[0], length, rng))
-    return {"chars_per_sec": n / (time.perf_counter() - t0)}
+    events = sample.samples(ckpt.params, ckpt.model_config, ckpt.vocab, "\n", length, decoding.generators(0, batch))
+    n = sum(len(text) for _, text, _ in events)
+    return {"chars_per_sec": n / (time.perf_counter() - t0), "batch": batch}
+
+
+def time_pipe(path: str, length: int) -> dict:
+    """Characters per second of `charnn sample` writing into a pipe that this process reads as fast
+    as it can, from the first piece read to the end (start-up and loading excluded)."""
+    cmd = [sys.executable, "-m", "charnn", "sample", "--checkpoint", path, "--length", str(length), "--random-seed", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.read1(1 << 16)
+    t0, n = time.perf_counter(), 0
+    while piece := proc.stdout.read1(1 << 16):
+        n += len(piece)
+    seconds = time.perf_counter() - t0
+    if proc.wait() != 0 or not first:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()[-2000:]}")
+    return {"chars_per_sec": n / seconds, "chars": len(first) + n}
 
 
 def time_encoding(path: str) -> dict:
@@ -137,7 +167,7 @@ def _worker(args: list[str]) -> dict:
         m, layers, hidden, batch, seq, vocab, steps, warmup = rest[0], *map(int, rest[1:])
         return time_training(Config(m, layers, hidden, batch, seq, vocab), steps, warmup)
     if kind == "sample":
-        return time_sampling(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
+        return time_sampling(rest[0], int(rest[1]), int(rest[2]))
     if kind == "encode":
         return time_encoding(rest[0])
     raise SystemExit(f"unknown worker {kind}")
@@ -234,8 +264,13 @@ def run(configs: list[Config], steps=20, warmup=3, torch_python=None, sample_cfg
             row["torch"] = _summary(theirs)
         results["train"].append(row)
     if sample_cfg:
-        progress(f"sampling {SAMPLE_LENGTH} characters, {sample_cfg[0].upper()} {sample_cfg[1]} x {sample_cfg[2]}")
-        results["sample"] = {"config": list(sample_cfg), "charnn": _charnn("sample", *sample_cfg, SAMPLE_LENGTH)}
+        progress(f"sampling {SAMPLE_LENGTH} characters, {sample_cfg[0].upper()} {sample_cfg[1]} x {sample_cfg[2]}: "
+                 f"one stream, {SAMPLE_BATCH} at once, through a pipe")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = sampling_checkpoint(tmp, *sample_cfg)
+            results["sample"] = {"config": list(sample_cfg), "charnn": _charnn("sample", path, SAMPLE_LENGTH, 1),
+                                 "batch": _charnn("sample", path, SAMPLE_LENGTH, SAMPLE_BATCH),
+                                 "pipe": time_pipe(path, SAMPLE_LENGTH)}
         if torch_python:
             results["sample"]["torch"] = _torch(torch_python, "sample", *sample_cfg, VOCAB, SAMPLE_LENGTH, threads)
     if encode_bytes:
@@ -278,10 +313,18 @@ def markdown(results: dict) -> str:
     s = results["sample"]
     if s:
         m, layers, hidden = s["config"]
+        one, many, pipe = s["charnn"]["chars_per_sec"], s["batch"]["chars_per_sec"], s["pipe"]["chars_per_sec"]
         lines += ["", f"Sampling {SAMPLE_LENGTH} characters one at a time, batch 1, {m.upper()} {layers} x {hidden}, "
-                  f"temperature 1: charnn {s['charnn']['chars_per_sec']:,.0f} chars/s"
+                  f"temperature 1: charnn {one:,.0f} chars/s"
                   + (f", PyTorch {s['torch']['chars_per_sec']:,.0f} chars/s "
-                     f"({s['charnn']['chars_per_sec'] / s['torch']['chars_per_sec']:.1f}x)" if "torch" in s else "") + "."]
+                     f"({one / s['torch']['chars_per_sec']:.1f}x)" if "torch" in s else "") + ".",
+                  "",
+                  "| charnn sampling | chars/s | against one stream in the library |",
+                  "| --- | ---: | ---: |",
+                  f"| one stream, in the library | {one:,.0f} | 1.00x |",
+                  f"| one stream, `charnn sample` into a pipe | {pipe:,.0f} | {pipe / one:.2f}x |",
+                  f"| {s['batch']['batch']} streams at once (`--num-samples {s['batch']['batch']}`), in all | {many:,.0f} | "
+                  f"{many / one:.2f}x |"]
     if results["encode"]:
         lines += ["", "| read and encode | size | vocabulary | seconds | peak extra memory | of file size |",
                   "| --- | ---: | ---: | ---: | ---: | ---: |"]

@@ -8,21 +8,26 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 
 import click
 import numpy as np
 from click.core import ParameterSource
 from tqdm import tqdm
 
-from charnn import __version__, bench as bench_mod, bench_corpus, checkpoint, describe, evaluate, idcache
-from charnn import gradcheck as gradcheck_mod, sample as sample_mod, schedule, survey, train as train_mod
+from charnn import __version__, beam as beam_mod, bench as bench_mod, bench_corpus, checkpoint, describe, evaluate
+from charnn import finetune, gradcheck as gradcheck_mod, idcache, sample as sample_mod, schedule, survey, textfile
+from charnn import train as train_mod
+from charnn.decoding import Decoding, generators
 from charnn.config import DEFAULT_STEPS, DTYPES, MODELS, OPTIMIZERS, RESUMABLE, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 
 EXIT_INTERRUPTED = 130  # the shell's convention for a process stopped by Ctrl-C (128 + SIGINT)
+FLUSH_SECONDS = 0.1  # generated text going into a pipe or file waits at most this long for a newline
 
 _defaults = TrainConfig()
 _model_defaults = ModelConfig()
@@ -103,6 +108,8 @@ def cli():
     \b
     charnn train data/tinyshakespeare.txt      train an LSTM, checkpoints in checkpoints/
     charnn sample --seed "ROMEO:"               continue a text with the newest model
+    charnn prompt                               type a text, the model continues it, in turns
+    charnn train NEW.txt --init-from CKPT       fine-tune a trained model on another text
     charnn resume checkpoints/RUN/latest.npz    continue a stopped run exactly
     charnn info checkpoints/RUN/best.npz        what a checkpoint holds, its validation curve
     charnn eval checkpoints/RUN/best.npz FILE   the model's loss on any text
@@ -120,7 +127,8 @@ _RUN_OPTIONS = {
                             "too, whichever comes first)  [default: no limit]"),
     "time_budget": (None, None, "Stop when training has taken this long (90s, 10m, 2h, 1h30m), then evaluate and "
                                 "save  [default: no limit]"),
-    "learning_rate": (float, _defaults.learning_rate, "The base step size of the optimizer."),
+    "learning_rate": (float, None, f"The base step size of the optimizer  [default: {_defaults.learning_rate:g}; "
+                                   f"{finetune.LEARNING_RATE:g} with --init-from]"),
     "lr_schedule": (click.Choice(schedule.SCHEDULES), _defaults.lr_schedule,
                     "constant; cosine down to a tenth; step: /10 at half the run, /100 at three quarters."),
     "warmup_steps": (click.IntRange(min=0), _defaults.warmup_steps, "Steps of linear warm-up first."),
@@ -183,6 +191,10 @@ def _run(call):
 @click.option("--resume", "resume_from", type=click.Path(path_type=str), default=None,
               help="Continue the run of this checkpoint (the same as `charnn resume`); CORPUS is then optional  "
                    "[default: a new run]")
+@click.option("--init-from", type=click.Path(path_type=str), default=None,
+              help="Fine-tune: a new run on CORPUS that starts from this checkpoint's model (a file, a run folder or "
+                   "a folder of runs), its architecture kept, its vocabulary grown by CORPUS's new characters, the "
+                   "optimizer fresh  [default: a new model]")
 @click.option("--model", type=click.Choice(MODELS), default=_model_defaults.model, help="Recurrent cell.")
 @click.option("--hidden-size", type=int, default=_model_defaults.hidden_size, help="H: units per layer.")
 @click.option("--num-layers", type=int, default=_model_defaults.num_layers,
@@ -206,15 +218,15 @@ def _run(call):
               help="Same seed, corpus and options: identical checkpoints.")
 @click.option("--dtype", type=click.Choice(DTYPES), default=_defaults.dtype, help="Floating-point type of training.")
 @click.pass_context
-def train(ctx, corpus, resume_from, cache_dir, use_cache, **options):
-    """Train a new model on CORPUS, a UTF-8 text file.
+def train(ctx, corpus, resume_from, init_from, cache_dir, use_cache, **options):
+    """Train a new model on CORPUS, a UTF-8 text file (or, with --init-from, fine-tune a trained one).
 
     Prints a validation line such as `step 400  val loss 1.812 nats/char  2.614 bits/char` every
     --eval-every steps and at the end. Ctrl-C saves the last finished step and exits with 130;
     `charnn resume` continues from there.
     """
     if resume_from is not None:
-        placed = _given(ctx, ["checkpoint_dir", "run_name"])
+        placed = _given(ctx, ["checkpoint_dir", "run_name", "init_from"])
         if placed:
             _fail(CharnnError(f"a resumed run continues in its own folder: drop {', '.join('--' + n.replace('_', '-') for n in placed)}"))
         _run(lambda bar: train_mod.resume(resume_from, _given(ctx, options), corpus, reporter=bar, cache_dir=cache_dir,
@@ -225,10 +237,21 @@ def train(ctx, corpus, resume_from, cache_dir, use_cache, **options):
     o = options
     if o["steps"] is None and o["epochs"] is None and o["time_budget"] is None:
         o["steps"] = DEFAULT_STEPS
-    model_config = ModelConfig(model=o.pop("model"), hidden_size=o.pop("hidden_size"), num_layers=o.pop("num_layers"),
-                               dropout=o.pop("dropout"))
+    if o["learning_rate"] is None:
+        o["learning_rate"] = finetune.LEARNING_RATE if init_from else _defaults.learning_rate
+    model_options = {name: o.pop(name) for name in ("model", "hidden_size", "num_layers", "dropout")}
     checkpoint_dir, run_name = o.pop("checkpoint_dir"), o.pop("run_name")
     train_config = TrainConfig(**o)
+    if init_from is not None:
+        try:
+            parent = checkpoint.find(init_from)  # the run note names the file
+        except CharnnError as e:
+            _fail(e)
+        given = _given(ctx, model_options)
+        _run(lambda bar: finetune.fine_tune(parent, corpus, train_config, given, checkpoint_dir, run_name, reporter=bar,
+                                            cache_dir=cache_dir, use_cache=use_cache))
+        return
+    model_config = ModelConfig(**model_options)
     _run(lambda bar: train_mod.train(corpus, model_config, train_config, checkpoint_dir, run_name, reporter=bar,
                                      cache_dir=cache_dir, use_cache=use_cache))
 
@@ -250,44 +273,204 @@ def resume(ctx, checkpoint_path, corpus, cache_dir, use_cache, **options):
                                       use_cache=use_cache))
 
 
+def _find(checkpoint_path: str | None, doing: str) -> str:
+    """The checkpoint file to use (checkpoint.find); named on stderr when it is not the path given."""
+    path = checkpoint.find(checkpoint_path)
+    if path != checkpoint_path:
+        click.echo(f"{doing} {path}", err=True)
+    return path
+
+
+def _unescape(text: str) -> str:
+    """\n, \t and \\ in an option's text as the characters they name (a newline is awkward to type)."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
+
+
+class _TextOut:
+    """Generated text on its way to stdout. A person watching a terminal sees each character as it
+    is made. Into a pipe, a write per character costs a system call and a wake-up of the reader
+    every character, so there the text is held here and goes out at each newline, or FLUSH_SECONDS
+    after the last write when no newline comes (held here, not in stdout's buffer, which
+    PYTHONUNBUFFERED=1 turns off)."""
+
+    def __init__(self, f):
+        self.f, self.each, self.last, self.held = f, f.isatty(), time.monotonic(), []
+
+    def write(self, text: str) -> None:
+        self.held.append(text)
+        if self.each or "\n" in text or time.monotonic() - self.last >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        self.f.write("".join(self.held))
+        self.f.flush()
+        self.held.clear()
+        self.last = time.monotonic()
+
+
+@contextmanager
+def _output(path: str | None):
+    """stdout, or the file at path: written under a temporary name beside it and renamed over it
+    when the block ends without an error, so an interrupted run never replaces a file with less."""
+    if path is None:
+        out = _TextOut(sys.stdout)
+        yield out
+        out.flush()
+        return
+    try:
+        fd, tmp = checkpoint.create_temporary(os.path.dirname(os.path.abspath(path)), ".txt.tmp")
+    except OSError as e:
+        raise CharnnError(f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yield f
+        os.replace(tmp, path)
+    except OSError as e:
+        raise CharnnError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def decoding_options(f):
+    """The options that choose each character, shared by `sample` and `prompt`."""
+    options = [
+        click.option("--temperature", type=float, default=1.0,
+                     help="Above 0; lower is more conservative, higher more varied."),
+        click.option("--top-k", type=int, default=None, help="Draw only from the K most likely characters  [default: all]"),
+        click.option("--top-p", type=float, default=None,
+                     help="Nucleus sampling: draw only from the fewest most likely characters whose probability "
+                          "reaches P (0 < P <= 1), after --temperature and --top-k  [default: 1, all]"),
+        click.option("--argmax", is_flag=True, help="Always take the most likely character (deterministic)."),
+        click.option("--stop", multiple=True, metavar="STRING",
+                     help="End a text where it ends with STRING (repeatable; \\n, \\t and \\\\ are understood). The "
+                          "stop string is not printed: the text ends just before it  [default: none]"),
+        click.option("--random-seed", type=click.IntRange(min=0), default=None,
+                     help="Same seed: same text  [default: different each run]"),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @cli.command()
 @click.option("--checkpoint", "checkpoint_path", type=click.Path(path_type=str), default=None,
-              help="A checkpoint file, or a run folder (its best.npz)  "
+              help="A checkpoint file, a run folder (its best.npz), or a folder of runs (its newest run's)  "
                    "[default: the best checkpoint of the newest run in checkpoints/]")
 @click.option("--seed", default=None,
               help="Text fed through the model before generating, printed first  "
                    "[default: a newline, or a random known character if the model has no newline]")
+@click.option("--prime-file", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Read the seed from this UTF-8 file instead  [default: none, --seed]")
+@click.option("--print-seed/--no-print-seed", default=True, help="Print the seed before each sample.")
 @click.option("--length", type=int, default=500, help="Characters to generate (not counting the seed).")
-@click.option("--temperature", type=float, default=1.0, help="Above 0; lower is more conservative, higher more varied.")
-@click.option("--top-k", type=int, default=None, help="Draw only from the K most likely characters  [default: all]")
-@click.option("--argmax", is_flag=True, help="Always take the most likely character (deterministic).")
-@click.option("--random-seed", type=click.IntRange(min=0), default=None,
-              help="Same seed: same text  [default: different each run]")
-def sample(checkpoint_path, seed, length, temperature, top_k, argmax, random_seed):
+@decoding_options
+@click.option("--num-samples", type=click.IntRange(min=1), default=1,
+              help="Samples made together as one batch, each with its own generator derived from --random-seed "
+                   "(sample i is the same whatever the number), printed one after another.")
+@click.option("--separator", default="\\n",
+              help="Printed between two samples (\\n, \\t and \\\\ are understood); a newline ends the last.")
+@click.option("--beam", type=click.IntRange(min=1), default=None,
+              help="Instead of sampling, print the most likely continuation a beam search of this width finds "
+                   "(deterministic; scores are log-probabilities per character)  [default: sample]")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Write the text to this file instead of stdout; it is replaced once the text is complete  "
+                   "[default: stdout]")
+@click.pass_context
+def sample(ctx, checkpoint_path, seed, prime_file, print_seed, length, temperature, top_k, top_p, argmax, stop, random_seed,
+           num_samples, separator, beam, output):
     """Generate text from a trained model, streamed to stdout as it is made."""
     try:
-        sample_mod.check_options(temperature, top_k, length)
-        path = checkpoint.find(checkpoint_path)
-        if checkpoint_path is None:
-            click.echo(f"sampling from {path}", err=True)
-        ckpt = checkpoint.load(path)
-        rng = np.random.default_rng(random_seed)
-        if seed is None:
-            seed = sample_mod.default_seed(ckpt.vocab, rng)
-        chars = sample_mod.generate(ckpt.params, ckpt.model_config, ckpt.vocab, seed, length, rng,
-                                    temperature=temperature, top_k=top_k, argmax=argmax)
-        first = next(chars, "")  # priming happens here, so a bad seed fails before anything is printed
-        out = sys.stdout
-        out.write(seed + first)
-        out.flush()
-        for ch in chars:
-            out.write(ch)
-            out.flush()
-        out.write("\n")
-        out.flush()
+        if seed is not None and prime_file is not None:
+            raise CharnnError("give --seed or --prime-file, not both")
+        clash = _given(ctx, ["temperature", "top_k", "top_p", "argmax", "num_samples"]) if beam else {}
+        if clash:
+            raise CharnnError(f"--beam finds the most likely text and draws nothing: drop "
+                              f"{', '.join('--' + n.replace('_', '-') for n in clash)}")
+        decoding = Decoding(temperature, top_k, top_p, argmax).check()
+        stop = [_unescape(s) for s in stop]
+        sample_mod.check_length(length)
+        ckpt = checkpoint.load(_find(checkpoint_path, "sampling from"))
+        if prime_file is not None:
+            seed = textfile.read_text(prime_file)
+        elif seed is None:
+            seed = sample_mod.default_seed(ckpt.vocab, np.random.default_rng(random_seed))
+        shown = seed if print_seed else ""
+        if beam:
+            pieces = [shown + beam_mod.beam_search(ckpt.params, ckpt.model_config, ckpt.vocab, seed, length, beam, stop)]
+        else:
+            events = sample_mod.samples(ckpt.params, ckpt.model_config, ckpt.vocab, seed, length,
+                                        generators(random_seed, num_samples), decoding, stop)
+            pieces = sample_mod.printed(events, num_samples, shown, _unescape(separator))
+        with _output(output) as out:
+            for piece in pieces:
+                out.write(piece)
+            out.write("\n")
     except CharnnError as e:
         _fail(e)
     except BrokenPipeError:  # e.g. `charnn sample | head`: the reader is gone, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted{f': {output} was not written' if output else ''}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+@cli.command()
+@click.argument("checkpoint_path", metavar="[CHECKPOINT]", type=click.Path(path_type=str), required=False)
+@click.option("--length", type=click.IntRange(min=0), default=200,
+              help="Characters the model writes after each line (fewer at a stop string).")
+@decoding_options
+def prompt(checkpoint_path, length, temperature, top_k, top_p, argmax, stop, random_seed):
+    """Write a text in turns with the model: type a line, the model continues it.
+
+    \b
+    a line of text    added to the text; the model continues from there
+    an empty line     the model continues its own text further
+    /reset            forget the text and start again
+    Ctrl-D, Ctrl-C    leave
+
+    The whole text so far is what the model continues (its state carries it). Each continuation
+    goes to stdout, ending with a newline; the rest goes to stderr. The input may be a pipe: one
+    line a turn. CHECKPOINT is as `sample --checkpoint` takes it  [default: the newest run's best].
+    """
+    try:
+        ckpt = checkpoint.load(_find(checkpoint_path, "writing with"))
+        text = sample_mod.TextStream(ckpt.params, ckpt.model_config, ckpt.vocab, generators(random_seed, 1)[0],
+                                     Decoding(temperature, top_k, top_p, argmax), [_unescape(s) for s in stop])
+        sample_mod.check_length(length)
+    except CharnnError as e:
+        _fail(e)
+    typing = sys.stdin.isatty()
+    if typing:
+        try:
+            import readline  # noqa: F401  (line editing and history for input(), where Python has it)
+        except ImportError:
+            pass
+        click.echo("Type a line and press Enter; an empty line continues, /reset starts again, Ctrl-D leaves.", err=True)
+    out = _TextOut(sys.stdout)
+    try:
+        while True:
+            if typing:
+                click.echo("> ", err=True, nl=False)
+            try:
+                line = input()
+            except EOFError:
+                break
+            try:
+                if line == "/reset":
+                    text.reset()
+                    click.echo("(the text is forgotten)", err=True)
+                    continue
+                if line:
+                    text.feed(line)
+                for piece in text.extend(length):
+                    out.write(piece)
+                out.write("\n")
+            except CharnnError as e:  # this line is left out; the session goes on
+                click.echo(f"Error: {e}", err=True)
+    except KeyboardInterrupt:
+        click.echo("", err=True)
+    except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
@@ -317,8 +500,7 @@ def eval_command(checkpoint_path, text_file, chars, cache_dir, use_cache):
     """
     bar = _ProgressBar()
     try:
-        path = checkpoint.find(checkpoint_path)
-        ckpt = checkpoint.load(path)
+        ckpt = checkpoint.load(_find(checkpoint_path, "scoring with"))
         corpus, _ = idcache.load_corpus(text_file, cache_dir, use_cache, reporter=bar)
         score = evaluate.score_corpus(ckpt.params, ckpt.model_config, ckpt.vocab, corpus, chars)
     except CharnnError as e:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ import numpy as np
 from charnn.errors import CharnnError
 
 EVAL_STREAMS = 32  # S: pieces an evaluation runs side by side (see pieces())
+REMAP_CHUNK = 1 << 22  # ids translated at a time by in_vocab (an 8-byte index copy of them: 32 MB)
 
 
 def id_dtype(vocab_size: int) -> np.dtype:
@@ -212,3 +214,16 @@ def pieces(n_chars: int, max_predicted: int | None = None, streams: int = EVAL_S
     n, r = divmod(m, S)
     before = s * n + np.minimum(s, r)  # predictions of the pieces before piece s
     return Pieces(starts=s * (n_pred - m) // S + before, lengths=n + (s < r))
+
+
+def in_vocab(corpus: Corpus, vocab: Vocab) -> Corpus:
+    """The corpus with its ids in a vocabulary that holds all its characters, and perhaps more (a
+    fine-tuned model's: its parent's characters and the text's own); itself if vocab is its own.
+    The new ids are in memory (N of vocab.dtype), made REMAP_CHUNK at a time."""
+    if vocab == corpus.vocab:
+        return corpus
+    new_ids = vocab.encode(corpus.vocab.chars)  # (V_corpus,) each of the corpus's ids in vocab
+    ids = np.empty(len(corpus.ids), dtype=vocab.dtype)  # (N,)
+    for i in range(0, len(ids), REMAP_CHUNK):
+        ids[i:i + REMAP_CHUNK] = new_ids[corpus.ids[i:i + REMAP_CHUNK]]
+    return dataclasses.replace(corpus, vocab=vocab, ids=ids)

@@ -52,6 +52,11 @@ def describe(path: str, ckpt: Checkpoint) -> list[str]:
         f"progress    step {h['step']:,} ({h['step'] / per_epoch:.2f} epochs), training time "
         f"{schedule.format_duration(h['elapsed_seconds'])}, rollbacks {h['rollbacks']}{scaled}",
     ]
+    parent = h["parent"]
+    if parent:
+        added = f"added {len(parent['added'])} character(s): {printable(parent['added'])}" if parent["added"] else "no characters added"
+        lines.append(f"parent      {printable(parent['path'])} (step {parent['step']:,}, trained on "
+                     f"{printable(parent['corpus'])}); {added}")
     if h["best_val_loss"] is not None:
         lines.append(f"validation  best {h['best_val_loss']:.3f} nats/char ({evaluate.bits(h['best_val_loss']):.3f} bits) "
                      f"at step {h['best_step']:,}; last {h['history']['val_loss'][-1]:.3f} at step "

@@ -84,6 +84,13 @@ RUN_FACTS = {
         "scored_chars": Field(Maybe(Whole(1)), "the validation characters they were scored on, those an evaluation "
                                                "scores (null: every one after the first)", absent=None),
     })), "the reference models on the validation split (null: not computed yet; resume computes them)", absent=None),
+    "parent": Field(Maybe(Record({
+        "path": Field(Text("a file path", _is_path), "its absolute path when the run started"),
+        "step": Field(Whole(0), "its step"),
+        "corpus": Field(Text("a file path", _is_path), "the path of the text it was trained on"),
+        "added": Field(Text("distinct characters in sorted order", lambda s: s == "" or _is_vocab(s)),
+                       "the characters of the new text it lacked, added to the vocabulary"),
+    })), "the checkpoint a fine-tuned run started from (`train --init-from`; null: a run from scratch)", absent=None),
 }
 RUN_STATE = {
     "step": Field(Whole(0), "updates applied"),
@@ -133,6 +140,8 @@ def _check_across(h: dict, name: str) -> None:
     if h["data"]["window"] >= windows:
         raise Invalid("data.window", h["data"]["window"], f"below {windows}, the windows in a pass over "
                                                           "corpus.train_chars at train.batch_size x train.seq_length")
+    if h["parent"] is not None and not set(h["parent"]["added"]) <= set(h["vocab"]):
+        raise Invalid("parent.added", h["parent"]["added"], "characters of vocab")
     steps = h["history"]["step"]
     if steps and steps[-1] > h["step"]:
         raise Invalid("history.step", steps, f"steps up to {h['step']}, the header's step")

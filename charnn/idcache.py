@@ -81,9 +81,10 @@ class Source:
     """Where a corpus's ids came from: what the pre-flight's data line says about them."""
 
     cache: str | None  # the cache file; None when they were encoded in memory (--no-cache)
-    status: str  # "reused", "built", "rebuilt (<why>)" or "encoded in memory"
+    status: str  # "reused", "built", "rebuilt (<why>)" or "encoded"
     seconds: float  # taken to check or encode them
-    nbytes: int  # of the ids: on disk (mapped), or in memory with --no-cache
+    nbytes: int  # of the ids
+    in_memory: bool = False  # the ids are an array in memory (--no-cache, or translated), not a map of the cache
 
 
 def load_corpus(path, cache_dir: str | None = None, use_cache: bool = True, verify: bool = True,
@@ -103,7 +104,7 @@ def load_corpus(path, cache_dir: str | None = None, use_cache: bool = True, veri
         with reporter.task(f"encoding {os.path.basename(path)}", 2 * size, "B") as bar:
             found, ids = textfile.read_ids(path, bar.update, chunk_bytes)
         corpus = Corpus(path=path, vocab=found.vocab, ids=ids, sha256=found.sha256, size=size)
-        return corpus, Source(None, "encoded in memory", time.perf_counter() - t0, ids.nbytes)
+        return corpus, Source(None, "encoded", time.perf_counter() - t0, ids.nbytes, in_memory=True)
     cpath = cache_path(path, cache_dir)
     # The file is checked and mapped through one open file, so another process renaming its own
     # build over cpath meanwhile cannot slip in between.

@@ -106,13 +106,15 @@ def seconds(s: float) -> str:
 def data(corpus, source, batch_size: int, seq_length: int) -> str:
     """Where the ids are, what getting them cost, and what they take in memory."""
     size = corpus.ids.dtype.itemsize
-    head = f"data: {len(corpus.ids):,} characters, {corpus.vocab.size} distinct ({size} byte{'s' if size > 1 else ''} an id); "
+    line = f"data: {len(corpus.ids):,} characters, {corpus.vocab.size} distinct ({size} byte{'s' if size > 1 else ''} an id); "
     if source.cache is None:
-        return head + (f"ids encoded in memory in {seconds(source.seconds)} (--no-cache), "
-                       f"{megabytes(source.nbytes)} of memory")
-    how = "reused, checked in" if source.status == "reused" else f"{source.status} in"
-    return head + (f"id cache {how} {seconds(source.seconds)}: {home_short(source.cache)} "
-                   f"({megabytes(source.nbytes)} on disk, mapped: a step reads {batch_size} x {seq_length + 1} ids)")
+        line += f"ids encoded in {seconds(source.seconds)} (--no-cache)"
+    else:
+        how = "reused, checked in" if source.status == "reused" else f"{source.status} in"
+        line += f"id cache {how} {seconds(source.seconds)}: {home_short(source.cache)}"
+    if source.in_memory:
+        return line + f"; the ids in memory, {megabytes(source.nbytes)}"
+    return line + f" ({megabytes(source.nbytes)} on disk, mapped: a step reads {batch_size} x {seq_length + 1} ids)"
 
 
 def coverage(bits: dict, train_chars: int, val_chars: int) -> tuple[str, str]:

@@ -210,3 +210,10 @@ def read_ids(path: str, progress: Callable[[int], None] | None = None,
         start += len(chunk)
     return found, ids
 
+
+
+def read_text(path: str) -> str:
+    """A whole (small) UTF-8 text file as a string, with scan's checks: a prompt's prime text."""
+    check_file(path)
+    with _open(path) as f:
+        return _decode(path, 0, f.read())

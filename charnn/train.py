@@ -34,6 +34,7 @@ import numpy as np
 
 from charnn import baselines, checkpoint, data, evaluate, idcache, model, optim, reports, runs, sample
 from charnn.config import RESUMABLE, ModelConfig, TrainConfig
+from charnn.decoding import Decoding
 from charnn.errors import CharnnError
 from charnn.fields import Invalid, shown
 from charnn.limits import Limits, total_steps
@@ -41,7 +42,7 @@ from charnn.recovery import MAX_ROLLBACKS, RECENT, Recovery, is_diverging
 from charnn.reports import Progress, Reporter
 from charnn.runs import BEST, LATEST, MetricsLog, make_run_dir, stem
 
-__all__ = ["train", "resume", "Result", "Reporter", "Progress", "RunState", "RESUMABLE", "MAX_ROLLBACKS",
+__all__ = ["train", "new_run", "resume", "Result", "Reporter", "Progress", "RunState", "RESUMABLE", "MAX_ROLLBACKS",
            "total_steps", "activation_bytes"]
 
 LOG_EVERY = 10  # steps per training line in metrics.jsonl
@@ -118,13 +119,24 @@ def train(corpus_path, model_config: ModelConfig, train_config: TrainConfig, che
     reporter = reporter or Reporter()
     corpus, source = idcache.load_corpus(corpus_path, cache_dir, use_cache, reporter=reporter)
     model_config = dataclasses.replace(model_config, vocab_size=corpus.vocab.size).validate()
-    data.check_sizes(len(corpus.ids), config.val_frac, config.batch_size, config.seq_length)
-    run_dir, created = make_run_dir(checkpoint_dir, run_name, f"{stem(corpus_path)}-{model_config.model}")
     rng = np.random.default_rng(config.random_seed)
     params = model.init_params(model_config, rng, config.dtype)
+    return new_run(corpus, source, model_config, config, params, rng, checkpoint_dir, run_name, reporter)
+
+
+def new_run(corpus: data.Corpus, source: idcache.Source, model_config: ModelConfig, config: TrainConfig, params: dict,
+            rng: np.random.Generator, checkpoint_dir="checkpoints", run_name: str | None = None,
+            reporter: Reporter | None = None, parent: dict | None = None, opening_note: str | None = None) -> Result:
+    """A run in a new folder from these parameters, with a fresh optimizer and a zero carried state;
+    source: where the corpus's ids came from (idcache.load_corpus); rng: the run's generator
+    (dropout masks). parent: the header's record of the checkpoint a fine-tuned run starts from
+    (finetune.py)."""
+    data.check_sizes(len(corpus.ids), config.val_frac, config.batch_size, config.seq_length)
+    run_dir, created = make_run_dir(checkpoint_dir, run_name, f"{stem(corpus.path)}-{model_config.model}")
     state = RunState(params=params, opt_state=optim.init_state(config.optimizer, params),
                      carried=model.zero_state(model_config, config.batch_size, config.dtype), rng=rng)
-    return Training(model_config, config, corpus, source, run_dir, state, reporter, created_dir=created).run()
+    return Training(model_config, config, corpus, source, run_dir, state, reporter, created_dir=created, parent=parent,
+                    opening_note=opening_note).run()
 
 
 def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None, reporter: Reporter | None = None,
@@ -155,6 +167,8 @@ def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None
     if corpus.sha256 != ckpt.header["corpus"]["sha256"]:
         raise CharnnError(f"{corpus_path} is not the text this run was trained on (its contents changed); "
                           "resuming needs the same corpus: give its path after the checkpoint")
+    if ckpt.header["parent"] is not None:  # a fine-tuned model's vocabulary also holds its parent's characters
+        corpus, source = in_vocab(corpus, source, ckpt.vocab)
     train_chars = len(data.split(corpus.ids, config.val_frac)[0])
     _check_corpus_facts(checkpoint_path, ckpt.header, corpus, train_chars)
     state = RunState.from_checkpoint(ckpt)
@@ -172,7 +186,16 @@ def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None
         run_dir, created = make_run_dir(os.path.dirname(folder), None, f"{os.path.basename(folder)}-from-{state.step}")
     opening = reports.resuming(checkpoint_path, state.step, old, changes, run_dir if branched else None)
     return Training(ckpt.model_config, config, corpus, source, run_dir, state, reporter, created_dir=created,
-                    opening_note=opening, baseline_bits=ckpt.header["baselines"]).run()
+                    opening_note=opening, baseline_bits=ckpt.header["baselines"], parent=ckpt.header["parent"]).run()
+
+
+def in_vocab(corpus: data.Corpus, source: idcache.Source, vocab) -> tuple[data.Corpus, idcache.Source]:
+    """The corpus with its ids in the model's vocabulary (data.in_vocab), and where they are now:
+    in memory, if they had to be translated."""
+    moved = data.in_vocab(corpus, vocab)
+    if moved is corpus:
+        return corpus, source
+    return moved, dataclasses.replace(source, in_memory=True, nbytes=moved.ids.nbytes)
 
 
 def _check_corpus_facts(checkpoint_path: str, header: dict, corpus: data.Corpus, train_chars: int) -> None:
@@ -234,7 +257,7 @@ class Training:
 
     def __init__(self, model_config: ModelConfig, config: TrainConfig, corpus: data.Corpus, source: idcache.Source,
                  run_dir: str, state: RunState, reporter: Reporter | None, created_dir: bool,
-                 opening_note: str | None = None, baseline_bits: dict | None = None):
+                 opening_note: str | None = None, baseline_bits: dict | None = None, parent: dict | None = None):
         self.model_config, self.config, self.run_dir, self.state = model_config, config, run_dir, state
         self.reporter = reporter or Reporter()
         self.opening_note = opening_note
@@ -249,6 +272,7 @@ class Training:
             "corpus": {"path": os.path.abspath(corpus.path), "sha256": corpus.sha256, "chars": len(corpus.ids),
                        "train_chars": len(self.train_ids), "val_chars": len(self.val_ids)},
             "baselines": baseline_bits,  # computed before the first step of a new run
+            "parent": parent,
         }
         self.created_dir = created_dir  # this session made run_dir: remove it if it ends with nothing saved
         self.recovery = Recovery(run_dir)
@@ -424,8 +448,10 @@ class Training:
         evaluation's characters; remembered beside the id cache, so a new run on the same text and
         split does not fit them again."""
         fit_chars = min(len(self.train_ids), baselines.FIT_CHARS)
+        # The figures depend on the text, the split, what is scored and fitted, and V (add-one
+        # smoothing; a fine-tuned model's vocabulary is larger than its text's), not on the ids' order.
         key = {"version": BASELINES_VERSION, "val_frac": self.config.val_frac, "val_chars": self.val_pieces.predicted,
-               "streams": data.EVAL_STREAMS, "fit_chars": fit_chars}
+               "streams": data.EVAL_STREAMS, "fit_chars": fit_chars, "vocab_size": self.vocab.size}
 
         def fit():
             with self.reporter.task("baselines", baselines.work_units(self.vocab.size), "step") as bar:
@@ -467,7 +493,7 @@ class Training:
         rng = np.random.default_rng([self.config.random_seed, self.state.step])  # apart from the run's rng
         seed = sample.default_seed(self.vocab, rng)
         text = "".join(sample.generate(self.state.params, self.model_config, self.vocab, seed, SAMPLE_LENGTH, rng,
-                                       temperature=SAMPLE_TEMPERATURE))
+                                       Decoding(temperature=SAMPLE_TEMPERATURE)))
         self.reporter.note(reports.sample(self.state.step, SAMPLE_TEMPERATURE, seed + text))
 
     def _log_step(self, loss, grad_norm, chars_per_sec, lr) -> None:

@@ -3,6 +3,8 @@
 import json
 import os
 import time
+import tracemalloc
+import zipfile
 
 import numpy as np
 import pytest
@@ -193,6 +195,54 @@ def test_refuses_missing_misshapen_or_foreign_arrays(tmp_path, rng, change, mess
         checkpoint.load(path)
 
 
+def test_a_huge_array_is_refused_from_its_npy_header_before_it_is_read(tmp_path, rng):
+    """A 1 MB file whose l0.Wxh is a deflated 256 MB array of zeros: refused from the shape in its
+    .npy header, with a few MB of memory at most (reading it first would take 256 MB)."""
+    path = str(tmp_path / "c.npz")
+    checkpoint.save(path, make_checkpoint(rng))
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files if k != "param/l0.Wxh"}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for name, a in arrays.items():
+            with z.open(name + ".npy", "w") as f:
+                np.lib.format.write_array(f, a)
+        with z.open("param/l0.Wxh.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (2**26,)})
+            for _ in range(16):
+                f.write(bytes(2**24))
+    assert os.path.getsize(path) < 2**21
+    tracemalloc.start()
+    try:
+        with pytest.raises(CharnnError, match=r"parameter l0.Wxh has shape \(67108864,\), expected \(5, 16\)"):
+            checkpoint.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20, peak
+
+
+def test_a_huge_header_is_refused_before_it_is_read(tmp_path):
+    """A header member that claims a 400 MB string (and holds a few bytes) is refused from its
+    .npy header: reading it would allocate the 400 MB first."""
+    path = str(tmp_path / "c.npz")
+    with zipfile.ZipFile(path, "w") as z:
+        with z.open("header.npy", "w") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<U100000000", "fortran_order": False, "shape": ()})
+            f.write(b"{}")
+    with pytest.raises(CharnnError, match="not a charnn checkpoint \\(its header is 381 MB\\)"):
+        checkpoint.load(path)
+
+
+def test_array_headers_reads_shapes_and_dtypes(tmp_path, rng):
+    path = str(tmp_path / "c.npz")
+    ckpt = make_checkpoint(rng, "gru", "float64")
+    checkpoint.save(path, ckpt)
+    found = checkpoint.array_headers(path)
+    assert found["header"][1].kind == "U" and found["header"][0] == ()
+    assert found["param/l0.Wxh"] == ((5, 12), np.dtype("float64")) and found["state/h"] == ((2, 3, 4), np.dtype("float64"))
+    assert set(found) == {"header"} | set(checkpoint.arrays_by_name(ckpt))
+
+
 def test_refuses_an_incomplete_header(tmp_path, rng):
     path = str(tmp_path / "c.npz")
     checkpoint.save(path, make_checkpoint(rng))
@@ -235,6 +285,11 @@ def test_find_picks_the_best_of_the_newest_run(tmp_path, rng):
     assert checkpoint.find(None, str(tmp_path)) == str(new / "best.npz")
     assert checkpoint.find(str(old), "unused") == str(old / "latest.npz")
     assert checkpoint.find("x.npz", "unused") == "x.npz"
+    assert checkpoint.find(str(tmp_path), "unused") == str(new / "best.npz")  # a folder of runs: its newest
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CharnnError, match="without best.npz or latest.npz, or run folders"):
+        checkpoint.find(str(empty))
 
 
 def _open_descriptors() -> int:
@@ -280,7 +335,7 @@ def test_save_writes_exactly_the_described_header(tmp_path, rng):
     checkpoint.save(path, make_checkpoint(rng))
     with np.load(path, allow_pickle=False) as f:
         header = json.loads(str(f["header"]))
-    assert set(header) == set(header_format.FIELDS) - {"baselines"}
+    assert set(header) == set(header_format.FIELDS) - {"baselines", "parent"}
     ckpt = make_checkpoint(rng)
     ckpt.header["undescribed"] = 1  # a field nobody described cannot slip into the format
     with pytest.raises(AssertionError):

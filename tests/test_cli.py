@@ -27,8 +27,8 @@ TINY = ["--hidden-size", "16", "--num-layers", "1", "--seq-length", "16", "--bat
 VAL_LINE = re.compile(r"^step \d+  val loss \d+\.\d{3} nats/char  \d+\.\d{3} bits/char")
 
 
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+def run(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
 
 
 @pytest.fixture
@@ -85,7 +85,8 @@ def test_hello_through_the_cli(workdir):
     assert r.stdout == "hello\n"
 
 
-@pytest.mark.parametrize("command", ["train", "resume", "sample", "gradcheck", "bench", "info", "eval", "corpus"])
+@pytest.mark.parametrize("command", ["train", "resume", "sample", "prompt", "gradcheck", "bench", "info", "eval",
+                                     "corpus"])
 def test_help_explains_every_option_with_its_default(command):
     r = run(command, "--help")
     assert r.exit_code == 0
@@ -355,7 +356,7 @@ def test_corpus_shows_what_the_trainer_will_see(workdir, cache_dir):
 def test_cache_options_and_a_bounded_eval(workdir, cache_dir):
     r = run("train", "tiny.txt", *TINY, "--steps", 4, "--eval-every", 2, "--no-cache", "--val-chars", "all")
     assert r.exit_code == 0, r.stderr
-    assert "ids encoded in memory" in r.stderr and os.listdir(cache_dir) == []
+    assert "ids encoded in " in r.stderr and "(--no-cache); the ids in memory, 2.7 KB" in r.stderr and os.listdir(cache_dir) == []
     r = run("train", "tiny.txt", *TINY, "--steps", 4, "--eval-every", 2, "--cache-dir", "mine")
     assert r.exit_code == 0 and os.listdir(workdir / "mine") and os.listdir(cache_dir) == []
     assert "id cache built in" in r.stderr and "mine" + os.sep + "tiny-" in r.stderr
@@ -363,3 +364,13 @@ def test_cache_options_and_a_bounded_eval(workdir, cache_dir):
     assert r.exit_code == 0, r.stderr
     assert r.stdout.endswith("(100 characters predicted of 2,680)\n")
     assert_clean_error(run("train", "tiny.txt", "--val-chars", "many"), "'many' is not a whole number or 'all'", code=2)
+
+
+def test_the_documents_name_no_path_of_one_machine():
+    """README.md and docs/ show paths a reader has (path/to/python, corpus.txt), never one that
+    exists only where they were written."""
+    root = os.path.join(os.path.dirname(__file__), "..")
+    for name in ["README.md"] + [os.path.join("docs", n) for n in sorted(os.listdir(os.path.join(root, "docs")))]:
+        with open(os.path.join(root, name), encoding="utf-8") as f:
+            found = re.findall(r"(?<![\w.])/(?:work|tmp|home|root|Users|opt|mnt|srv|var)/\S*", f.read())
+        assert not found, (name, found)

@@ -55,7 +55,7 @@ def test_the_readme_table_of_the_header_is_the_description_in_the_code():
 
 
 def test_a_valid_header_comes_back_whole(header):
-    assert header_format.validate(header) == dict(header, baselines=None)  # absent baselines mean null
+    assert header_format.validate(header) == dict(header, baselines=None, parent=None)  # absent ones mean null
 
 
 def test_fields_an_older_checkpoint_lacks_mean_what_it_did(header):
@@ -90,6 +90,10 @@ def test_fields_an_older_checkpoint_lacks_mean_what_it_did(header):
     ("history__val_loss", [1.6, "x"], 'history.val_loss[1] holds "x"; expected a number >= 0'),
     ("data", None, "data holds null; expected an object with the fields epoch, window"),
     ("recent_losses", "x" * 100, 'recent_losses holds "' + "x" * 36 + '...; expected a list, each a number >= 0'),
+    ("parent", {"path": "/p.npz", "step": 3, "corpus": "/a.txt"}, "parent.added is missing"),
+    ("parent", {"path": "/p.npz", "step": -3, "corpus": "/a.txt", "added": ""}, "parent.step holds -3"),
+    ("parent", {"path": "/p.npz", "step": 3, "corpus": "/a.txt", "added": "za"}, 'parent.added holds "za"; expected '
+                                                                                  "distinct characters in sorted order"),
 ])
 def test_each_field_is_checked(header, field, value, message):
     assert invalid(edited(header, **{field: value})).startswith(message)
@@ -108,6 +112,8 @@ def test_each_field_is_checked(header, field, value, message):
     ({"step": 4}, "history.step holds [5]; expected steps up to 4, the header's step"),
     ({"best_val_loss": None}, "best_step holds 5; expected null exactly when best_val_loss is null"),
     ({"best_step": 6}, "best_step holds 6; expected one of the steps in history.step"),
+    ({"parent": {"path": "/p.npz", "step": 3, "corpus": "/a.txt", "added": "aq"}},
+     'parent.added holds "aq"; expected characters of vocab'),
     ({"train__steps": None}, "train.steps holds null; expected a positive whole number, as epochs and time_budget "
                              "are null too (a run needs an end)"),
 ])

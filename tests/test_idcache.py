@@ -141,7 +141,7 @@ def test_two_builds_at_once_end_with_one_good_file(text, cache_dir):
 
 def test_no_cache_writes_nothing(text, cache_dir):
     corpus, source = load(text, use_cache=False)
-    assert source.cache is None and source.status == "encoded in memory" and os.listdir(cache_dir) == []
+    assert source.cache is None and source.in_memory and os.listdir(cache_dir) == []
     assert corpus.vocab.decode(corpus.ids) == TEXT
 
 

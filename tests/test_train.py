@@ -398,7 +398,8 @@ def test_the_data_line_and_the_small_corpus_warning(tiny_corpus, tmp_path):
     big = dataclasses.replace(mc, hidden_size=128)
     rec = Recorder()
     train.train(tiny_corpus, big, tc, tmp_path, reporter=rec, use_cache=False)
-    assert rec.notes[0].startswith("data: 2,680 characters, 16 distinct (1 byte an id); ids encoded in memory in ")
+    assert rec.notes[0].startswith("data: 2,680 characters, 16 distinct (1 byte an id); ids encoded in ")
+    assert rec.notes[0].endswith(" (--no-cache); the ids in memory, 2.7 KB")
     warning = [n for n in rec.notes if n.startswith("warning")]
     assert len(warning) == 1 and "207,888 parameters for 2,412 training characters" in warning[0]
     assert "--hidden-size (16 gives 4,496 parameters), --patience 3" in warning[0] and "--dropout" in warning[0]
