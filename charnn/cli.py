@@ -20,8 +20,8 @@ from click.core import ParameterSource
 from tqdm import tqdm
 
 from charnn import __version__, beam as beam_mod, bench as bench_mod, bench_corpus, checkpoint, describe, evaluate
-from charnn import finetune, gradcheck as gradcheck_mod, idcache, sample as sample_mod, schedule, survey, textfile
-from charnn import train as train_mod
+from charnn import explain as explain_mod, explain_views, finetune, gradcheck as gradcheck_mod, idcache, sample as sample_mod, schedule, survey, textfile
+from charnn import model as model_mod, train as train_mod
 from charnn.decoding import Decoding, generators
 from charnn.config import DEFAULT_STEPS, DTYPES, MODELS, OPTIMIZERS, RESUMABLE, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
@@ -113,6 +113,7 @@ def cli():
     charnn resume checkpoints/RUN/latest.npz    continue a stopped run exactly
     charnn info checkpoints/RUN/best.npz        what a checkpoint holds, its validation curve
     charnn eval checkpoints/RUN/best.npz FILE   the model's loss on any text
+    charnn explain checkpoints/RUN/best.npz FILE  an offline page: what each character cost, units, gates
     charnn corpus FILE                          what the trainer will see in a text, its id cache
     charnn gradcheck --model rnn                check the gradients against finite differences
     """
@@ -511,6 +512,69 @@ def eval_command(checkpoint_path, text_file, chars, cache_dir, use_cache):
     if score.skipped:
         click.echo(f"{score.skipped:,} characters outside the model's vocabulary were left out: "
                    f"{describe.printable(score.unknown)}", err=True)
+
+
+@cli.command()
+@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(path_type=str))
+@click.argument("text_file", metavar="FILE", type=click.Path(path_type=str))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), default="report.html",
+              help="The page to write (with --terminal or --json, only if given).")
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="First character of FILE to show.")
+@click.option("--max-chars", type=click.IntRange(min=2), default=explain_mod.MAX_CHARS,
+              help="Characters to show at most (the page grows with them: ~4.6 KB a character for a 2 x 384 LSTM).")
+@click.option("--find", "finds", multiple=True, metavar="REGEX",
+              help="A pattern for the Finder besides the built-in ones (Python regex, ^ and $ at each line), "
+                   "such as '\"[^\"]*\"'; may be given more than once.")
+@click.option("--terminal", is_flag=True, help="Print the text coloured by surprisal (or by --unit) with 256-colour codes.")
+@click.option("--unit", default=None, metavar="L:U", help="With --terminal: colour by this unit of layer L (both from 0).")
+@click.option("--channel", type=click.Choice(list("hcoifgrzn")), default="h",
+              help="With --unit: h, or for the LSTM c (tanh(c)), o, i, f, g; for the GRU r, z, n.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Also write the arrays (surprisal, top 5, n-gram bits, activations, Finder) as JSON here.")
+@click.option("--corpus", "corpus_path", type=click.Path(path_type=str), default=None,
+              help="The text the n-gram baseline is fitted on  [default: the checkpoint's training text, if it is still there]")
+@click.pass_context
+def explain(ctx, checkpoint_path, text_file, output, offset, max_chars, finds, terminal, unit, channel, json_path,
+            corpus_path):
+    """See inside the model on FILE: one offline HTML page with the views Surprisal (bits paid for
+    each character, the top 5 guesses), Neurons (any unit's h, tanh(c), gates), Finder (units that
+    follow a pattern), Gates (saturation) and Training (the run's curves).
+
+    Characters the model never saw are named and left out, as `charnn eval` does.
+    """
+    try:
+        ckpt = checkpoint.load(_find(checkpoint_path, "explaining with"))
+        config = ckpt.model_config
+        where = explain_mod.parse_unit(unit, config) if unit is not None else None
+        if unit is not None and not terminal:
+            raise CharnnError("--unit colours the terminal's text: add --terminal (the page has every unit)")
+        if channel not in model_mod.CHANNELS[config.model]:
+            raise CharnnError(f"--channel {channel}: a {config.model} has {', '.join(model_mod.CHANNELS[config.model])}")
+        ex = explain_mod.explain(checkpoint_path, ckpt, text_file, offset, max_chars, list(finds), corpus_path)
+        note = explain_views.unknown_note(ex)
+        if note:
+            click.echo(note, err=True)
+        if terminal:
+            coloured, legend = explain_views.terminal(ex, where, channel)
+            click.echo(coloured, color=True)  # asked for: coloured into a pipe too (less -R shows it)
+            click.echo(legend, err=True)
+        if json_path:
+            _write(json_path, json.dumps(explain_views.json_data(ex), ensure_ascii=False, allow_nan=False))
+            click.echo(f"wrote {json_path}", err=True)
+        if not (terminal or json_path) or ctx.get_parameter_source("output") is not ParameterSource.DEFAULT:
+            page = explain_views.page(ex)
+            _write(output, page)
+            click.echo(f"wrote {output} ({len(page.encode('utf-8')) / 1e6:.1f} MB): open it in a browser", err=True)
+    except CharnnError as e:
+        _fail(e)
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise CharnnError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 @cli.command(name="corpus")

@@ -139,6 +139,31 @@ def forward(params, config: ModelConfig, inputs, state, targets=None, rng=None):
     return logits, loss, new_state, (caches, out_cache, dlogits, (T, B))
 
 
+CHANNELS = {"rnn": ("h",), "lstm": ("h", "c", "o", "i", "f", "g"), "gru": ("h", "r", "z", "n")}  # see inside()
+
+
+def inside(config: ModelConfig, cache) -> dict[str, np.ndarray]:
+    """What a forward pass computed in each layer, read from the cache it keeps for backward (so
+    nothing is recorded, and training pays nothing, unless a caller asks): {"l{l}.{channel}": (T, B, H)}
+    for the channels of CHANNELS[config.model]: h, the hidden state; for the LSTM "c" = tanh(c_t)
+    (bounded, as Karpathy, Johnson & Fei-Fei 2015 plot it) and the activated gates o i f g; for the
+    GRU the activated gates r z n. Views into the cache, valid until it is dropped.
+    """
+    caches = cache[0]
+    out = {}
+    for l, (_, rec_cache, _) in enumerate(caches):
+        hs = rec_cache[0]  # (T+1, B, H), hs[0] the initial state
+        out[f"l{l}.h"] = hs[1:]
+        if config.model == "lstm":
+            _, _, tanh_cs, acts, _ = rec_cache  # tanh_cs (T, B, H); acts (4, T, B, H) [o i f g]
+            out[f"l{l}.c"] = tanh_cs
+            out.update({f"l{l}.{g}": acts[k] for k, g in enumerate("oifg")})
+        elif config.model == "gru":
+            acts = rec_cache[2]  # (3, T, B, H) [r z n]
+            out.update({f"l{l}.{g}": acts[k] for k, g in enumerate("rzn")})
+    return out
+
+
 def backward(config: ModelConfig, cache) -> dict[str, np.ndarray]:
     """The gradients of forward's loss w.r.t. every parameter: forward walked in reverse."""
     caches, out_cache, dlogits, (T, B) = cache
