@@ -241,4 +241,5 @@ $("x-steps").addEventListener("click", () => training("steps"));
 $("x-minutes").addEventListener("click", () => training("minutes"));
 training("steps");
 
-showView("surprisal");
+// page.html#neurons (or any view's name) opens on that view
+showView(views.includes(location.hash.slice(1)) ? location.hash.slice(1) : "surprisal");

@@ -71,3 +71,25 @@ def assert_same_arrays(a, b):
     assert xa.keys() == xb.keys()
     for k in xa:
         assert xa[k].dtype == xb[k].dtype and xa[k].tobytes() == xb[k].tobytes(), k
+
+
+def run_cli(*args):
+    """charnn's command line in this process (click's CliRunner), stdout and stderr apart."""
+    from click.testing import CliRunner
+
+    from charnn.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="session")
+def explain_run(tmp_path_factory):
+    """A tiny 2-layer LSTM trained for a few steps on TINY_TEXT, for charnn explain's tests:
+    (its best checkpoint, the text), with the run's metrics.jsonl beside the checkpoint."""
+    folder = tmp_path_factory.mktemp("explain")
+    text = folder / "tiny.txt"
+    text.write_text(TINY_TEXT, encoding="utf-8")
+    r = run_cli("train", text, "--hidden-size", 16, "--num-layers", 2, "--seq-length", 16, "--batch-size", 4,
+                "--learning-rate", 0.03, "--steps", 30, "--eval-every", 15, "--checkpoint-dir", folder, "--run-name", "r")
+    assert r.exit_code == 0, r.stderr
+    return folder / "r" / "best.npz", text

@@ -7,29 +7,11 @@ import re
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from charnn import checkpoint, data, explain, explain_views, model, reference
-from charnn.cli import cli
 from charnn.config import ModelConfig
 
-from conftest import TINY_TEXT, random_params_and_state
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny 2-layer LSTM trained for a few steps on TINY_TEXT: (checkpoint path, text path)."""
-    folder = tmp_path_factory.mktemp("explain")
-    text = folder / "tiny.txt"
-    text.write_text(TINY_TEXT, encoding="utf-8")
-    r = run("train", text, "--hidden-size", 16, "--num-layers", 2, "--seq-length", 16, "--batch-size", 4,
-            "--learning-rate", 0.03, "--steps", 30, "--eval-every", 15, "--checkpoint-dir", folder, "--run-name", "r")
-    assert r.exit_code == 0, r.stderr
-    return folder / "r" / "best.npz", text
+from conftest import TINY_TEXT, random_params_and_state, run_cli as run
 
 
 def page_json(html):
@@ -38,8 +20,8 @@ def page_json(html):
     return json.loads(block)
 
 
-def test_surprisals_average_to_the_loss_charnn_eval_reports(trained, tmp_path):
-    ckpt_path, _ = trained
+def test_surprisals_average_to_the_loss_charnn_eval_reports(explain_run, tmp_path):
+    ckpt_path, _ = explain_run
     text = TINY_TEXT[:700]
     path = tmp_path / "t.txt"
     path.write_text(text, encoding="utf-8")
@@ -145,8 +127,8 @@ def test_built_in_patterns():
     assert "inside double quotes" not in explain.patterns("no quotes here\n", [])  # a constant is left out
 
 
-def test_unknown_characters_are_named_and_left_out(trained, tmp_path):
-    ckpt_path, _ = trained
+def test_unknown_characters_are_named_and_left_out(explain_run, tmp_path):
+    ckpt_path, _ = explain_run
     path = tmp_path / "odd.txt"
     path.write_text("the cat§ sat on the mat. ü the dog", encoding="utf-8")
     out = tmp_path / "p.html"
@@ -169,16 +151,16 @@ def test_unknown_characters_are_named_and_left_out(trained, tmp_path):
     (["--channel", "z", "--terminal"], "--channel z: a lstm has h, c, o, i, f, g"),
     (["--offset", "999999"], "is past the end of"),
 ])
-def test_bad_options_get_one_line(trained, args, message, tmp_path):
-    ckpt_path, text = trained
+def test_bad_options_get_one_line(explain_run, args, message, tmp_path):
+    ckpt_path, text = explain_run
     r = run("explain", ckpt_path, text, "-o", tmp_path / "p.html", *args)
     assert r.exit_code == 1 and r.stdout == ""
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert not (tmp_path / "p.html").exists()
 
 
-def test_bad_files_get_one_line(trained, tmp_path):
-    ckpt_path, _ = trained
+def test_bad_files_get_one_line(explain_run, tmp_path):
+    ckpt_path, _ = explain_run
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     unknown = tmp_path / "greek.txt"
@@ -187,12 +169,12 @@ def test_bad_files_get_one_line(trained, tmp_path):
                           (tmp_path / "none.txt", "no such file")):
         r = run("explain", ckpt_path, path, "-o", tmp_path / "p.html")
         assert r.exit_code == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
-    r = run("explain", ckpt_path, trained[1], "--corpus", tmp_path / "none.txt", "-o", tmp_path / "p.html")
+    r = run("explain", ckpt_path, explain_run[1], "--corpus", tmp_path / "none.txt", "-o", tmp_path / "p.html")
     assert r.exit_code == 1 and "no such file" in r.stderr
 
 
-def test_terminal_colours_each_character(trained):
-    ckpt_path, text = trained
+def test_terminal_colours_each_character(explain_run):
+    ckpt_path, text = explain_run
     r = run("explain", ckpt_path, text, "--terminal", "--max-chars", 120)
     assert r.exit_code == 0, r.stderr
     backgrounds = re.findall(r"\x1b\[48;5;(\d+)m", r.stdout)
@@ -206,8 +188,8 @@ def test_terminal_colours_each_character(trained):
     assert re.findall(r"\x1b\[48;5;(\d+)m", by_unit.stdout) != backgrounds
 
 
-def test_json_holds_the_arrays(trained, tmp_path):
-    ckpt_path, text = trained
+def test_json_holds_the_arrays(explain_run, tmp_path):
+    ckpt_path, text = explain_run
     out = tmp_path / "x.json"
     r = run("explain", ckpt_path, text, "--json", out, "--max-chars", 300, "--find", "cat")
     assert r.exit_code == 0, r.stderr
@@ -224,8 +206,8 @@ def test_json_holds_the_arrays(trained, tmp_path):
     assert not (tmp_path / "report.html").exists()
 
 
-def test_the_page_is_self_contained(trained, tmp_path):
-    ckpt_path, text = trained
+def test_the_page_is_self_contained(explain_run, tmp_path):
+    ckpt_path, text = explain_run
     out = tmp_path / "page.html"
     r = run("explain", ckpt_path, text, "-o", out, "--max-chars", 200)
     assert r.exit_code == 0 and f"wrote {out}" in r.stderr
