@@ -135,7 +135,7 @@ renderUnit();
 // ---- Finder
 (function finder() {
   const names = Object.keys(D.found);
-  if (!names.length) { $("finder").textContent = "No pattern varies over the characters shown."; return; }
+  if (!names.length) { $("finder-tables").textContent = "No pattern varies over the characters shown."; return; }
   for (const name of names) {
     const h = document.createElement("h3");
     h.textContent = name;
@@ -152,7 +152,7 @@ renderUnit();
       body.appendChild(tr);
     });
     table.appendChild(body);
-    $("finder").append(h, table);
+    $("finder-tables").append(h, table);
   }
 })();
 
@@ -168,7 +168,7 @@ function label(parent, x, y, text, anchor = "middle") { el("text", { x, y, "text
 // ---- Gates: one panel per gate, x left-saturated fraction, y right-saturated fraction
 (function gates() {
   const keys = Object.keys(D.saturation);
-  if (!keys.length) { $("gates").textContent = "A plain RNN has no gates."; return; }
+  if (!keys.length) { $("gates-panels").textContent = "A plain RNN has no gates."; return; }
   const legend = document.createElement("p");
   legend.className = "legend";
   for (let l = 0; l < D.model.layers; l++) {
@@ -195,13 +195,13 @@ function label(parent, x, y, text, anchor = "middle") { el("text", { x, y, "text
     }
     panels.appendChild(svg);
   }
-  $("gates").append(legend, panels, Object.assign(document.createElement("p"),
+  $("gates-panels").append(legend, panels, Object.assign(document.createElement("p"),
     { textContent: "y: fraction right-saturated (> 0.9). A dot near the top is a gate almost always open, near the right one almost always shut." }));
 })();
 
 // ---- Training curves
 function training(by) {
-  const box = $("training");
+  const box = $("training-curves");
   box.innerHTML = "";
   const tr = D.training.train, va = D.training.val;
   if (!tr.length && !va.length) { box.textContent = "No metrics.jsonl beside the checkpoint: nothing to draw."; return; }
@@ -217,10 +217,10 @@ function training(by) {
   for (let k = 0; k <= 4; k++) {
     const v = y0 + (k / 4) * (y1 - y0);
     label(svg, P - 4, Y(v) + 4, v.toFixed(2), "end");
-    label(svg, X((k / 4) * x1), H - P + 16, (k / 4 * x1).toFixed(xi ? 1 : 0));
+    label(svg, X((k / 4) * x1), H - P + 16, (k / 4 * x1).toFixed(xi ? 1 : 0), k === 4 ? "end" : "middle");
   }
   label(svg, P + (W - P) / 2, H - 8, by === "minutes" ? "minutes of training" : "step");
-  label(svg, 12, 20, "bits", "start");
+  label(svg, 4, H - P + 16, "bits", "start");
   for (const [v, name] of refs) {
     el("line", { x1: P, x2: W - 10, y1: Y(v), y2: Y(v), stroke: "#888", "stroke-dasharray": "5 4" }, svg);
     label(svg, W - 14, Y(v) - 4, `${name} ${v.toFixed(2)}`, "end");

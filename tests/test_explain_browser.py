@@ -91,8 +91,8 @@ def test_every_view_renders_and_responds(browser, explain_run, tmp_path):
 
     # Finder: the patterns' tables; a click opens that unit in Neurons
     d.find_element(By.ID, "tab-finder").click()
-    rows = find("#finder tr.found")
-    assert len(rows) >= 10 and "/cat/" in d.find_element(By.ID, "finder").text
+    rows = find("#finder-tables tr.found")
+    assert len(rows) >= 10 and "/cat/" in d.find_element(By.ID, "finder-tables").text
     layer, _, unit = (c.text for c in rows[0].find_elements(By.TAG_NAME, "td")[1:4])
     rows[0].click()
     assert d.find_element(By.ID, "view-neurons").is_displayed()
@@ -107,7 +107,7 @@ def test_every_view_renders_and_responds(browser, explain_run, tmp_path):
     d.find_element(By.ID, "tab-training").click()
     assert find("#training-chart polyline.val-line") and find("#training-chart polyline.train-line")
     d.find_element(By.ID, "x-minutes").click()
-    assert "minutes of training" in d.find_element(By.ID, "training").text
+    assert "minutes of training" in d.find_element(By.ID, "training-curves").text
 
     errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
