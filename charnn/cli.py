@@ -521,7 +521,7 @@ def eval_command(checkpoint_path, text_file, chars, cache_dir, use_cache):
               help="The page to write (with --terminal or --json, only if given).")
 @click.option("--offset", type=click.IntRange(min=0), default=0, help="First character of FILE to show.")
 @click.option("--max-chars", type=click.IntRange(min=2), default=explain_mod.MAX_CHARS,
-              help="Characters to show at most (the page grows with them: ~4.6 KB a character for a 2 x 384 LSTM).")
+              help="Characters to show at most (the page grows with them: about 4.7 KB a character for a 2 x 384 LSTM).")
 @click.option("--find", "finds", multiple=True, metavar="REGEX",
               help="A pattern for the Finder besides the built-in ones (Python regex, ^ and $ at each line), "
                    "such as '\"[^\"]*\"'; may be given more than once.")
