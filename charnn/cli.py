@@ -20,8 +20,9 @@ from click.core import ParameterSource
 from tqdm import tqdm
 
 from charnn import __version__, beam as beam_mod, bench as bench_mod, bench_corpus, checkpoint, describe, evaluate
-from charnn import explain as explain_mod, explain_views, finetune, gradcheck as gradcheck_mod, idcache, sample as sample_mod, schedule, survey, textfile
-from charnn import model as model_mod, train as train_mod
+from charnn import explain as explain_mod, explain_views, finetune, gradcheck as gradcheck_mod, idcache
+from charnn import sample as sample_mod, schedule, survey, textfile
+from charnn import model as model_mod, reports, train as train_mod
 from charnn.decoding import Decoding, generators
 from charnn.config import DEFAULT_STEPS, DTYPES, MODELS, OPTIMIZERS, RESUMABLE, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
@@ -564,7 +565,7 @@ def explain(ctx, checkpoint_path, text_file, output, offset, max_chars, finds, t
         if not (terminal or json_path) or ctx.get_parameter_source("output") is not ParameterSource.DEFAULT:
             page = explain_views.page(ex)
             _write(output, page)
-            click.echo(f"wrote {output} ({len(page.encode('utf-8')) / 1e6:.1f} MB): open it in a browser", err=True)
+            click.echo(f"wrote {output} ({reports.megabytes(len(page.encode('utf-8')))}): open it in a browser", err=True)
     except CharnnError as e:
         _fail(e)
 

@@ -75,10 +75,9 @@ class Explanation:
 def read_stretch(path: str, vocab: Vocab, offset: int, max_chars: int) -> tuple[np.ndarray, int, str]:
     """(ids (N,), skipped, unknown): characters offset .. offset+max_chars of the file at path, those
     the vocabulary lacks left out and counted (as `charnn eval` does). Needs N >= 2."""
-    text = textfile.read_text(path)  # CharnnError for a missing, empty or non-UTF-8 file
-    if offset >= len(text):
-        raise CharnnError(f"--offset {offset} is past the end of {path} ({len(text):,} characters)")
-    stretch = text[offset:offset + max_chars]
+    stretch, length = textfile.read_slice(path, offset, max_chars)  # CharnnError: missing, empty, not UTF-8
+    if length is not None and offset >= length:
+        raise CharnnError(f"--offset {offset} is past the end of {path} ({length:,} characters)")
     unknown = vocab.unknown(stretch)
     known = stretch.translate({ord(c): None for c in unknown}) if unknown else stretch
     if len(known) < 2:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import os
 from importlib import resources
 
@@ -158,7 +157,3 @@ def unknown_note(ex: Explanation) -> str | None:
         return None
     return (f"{ex.skipped:,} characters outside the model's vocabulary were left out: "
             f"{repr(ex.unknown)[1:-1]}")
-
-
-def _finite(x) -> bool:
-    return x is not None and math.isfinite(x)

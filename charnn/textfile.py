@@ -212,6 +212,24 @@ def read_ids(path: str, progress: Callable[[int], None] | None = None,
 
 
 
+def read_slice(path: str, start: int, count: int, chunk_bytes: int | None = None) -> tuple[str, int | None]:
+    """Characters start .. start+count of the UTF-8 file at path, with scan's checks, read a chunk at
+    a time so that a large file is never whole in memory (reading stops once they are in); and the
+    file's length in characters if it ends before start+count, else None."""
+    check_file(path)
+    pieces, seen = [], 0  # the slice's parts; characters of the file decoded so far
+    with _open(path) as f:
+        for offset, raw in aligned_chunks(f, chunk_bytes or CHUNK_BYTES):
+            text = _decode(path, offset, raw)
+            lo, hi = max(start - seen, 0), min(start + count - seen, len(text))
+            if lo < hi:
+                pieces.append(text[lo:hi])
+            seen += len(text)
+            if seen >= start + count:
+                return "".join(pieces), None
+    return "".join(pieces), seen
+
+
 def read_text(path: str) -> str:
     """A whole (small) UTF-8 text file as a string, with scan's checks: a prompt's prime text."""
     check_file(path)

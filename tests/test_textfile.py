@@ -56,6 +56,21 @@ def test_chunked_encoding_equals_the_whole_text(tmp_path, seed):
         np.testing.assert_array_equal(ids, expected)
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_read_slice_equals_slicing_the_whole_text(tmp_path, seed):
+    """Any slice, with chunks cut inside multi-byte characters, and the length once the file ends
+    before the slice does."""
+    rng = np.random.default_rng(seed)
+    text = random_text(rng, 200)
+    path = tmp_path / "c.txt"
+    path.write_text(text, encoding="utf-8")
+    for chunk_bytes in (1, 3, 7, 1 << 20):
+        for start, count in ((0, 5), (17, 40), (150, 50), (150, 80), (199, 3), (250, 10)):
+            got, length = textfile.read_slice(str(path), start, count, chunk_bytes)
+            assert got == text[start:start + count]
+            assert length == (len(text) if start + count > len(text) else None)
+
+
 def whole_text_error(raw):
     try:
         raw.decode("utf-8")
