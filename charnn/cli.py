@@ -560,20 +560,21 @@ def explain(ctx, checkpoint_path, text_file, output, offset, max_chars, finds, t
             click.echo(coloured, color=True)  # asked for: coloured into a pipe too (less -R shows it)
             click.echo(legend, err=True)
         if json_path:
-            _write(json_path, json.dumps(explain_views.json_data(ex), ensure_ascii=False, allow_nan=False))
+            _write(json_path, lambda f: explain_views.write_json(ex, f))
             click.echo(f"wrote {json_path}", err=True)
         if not (terminal or json_path) or ctx.get_parameter_source("output") is not ParameterSource.DEFAULT:
             page = explain_views.page(ex)
-            _write(output, page)
+            _write(output, lambda f: f.write(page))
             click.echo(f"wrote {output} ({reports.megabytes(len(page.encode('utf-8')))}): open it in a browser", err=True)
     except CharnnError as e:
         _fail(e)
 
 
-def _write(path: str, text: str) -> None:
+def _write(path: str, write) -> None:
+    """write(f) into the text file at path; a CharnnError if it cannot be written."""
     try:
         with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
+            write(f)
     except OSError as e:
         raise CharnnError(f"cannot write {path}: {e.strerror or e}") from None
 

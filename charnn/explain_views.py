@@ -99,7 +99,7 @@ def page(ex: Explanation) -> str:
 
 
 def json_data(ex: Explanation) -> dict:
-    """--json: the arrays at full use for notebooks (4 decimals), keyed as the page's."""
+    """--json without the activations: the arrays for notebooks (4 decimals), keyed as the page's."""
     return {
         "checkpoint": ex.checkpoint, "file": ex.file, "offset": ex.offset, "skipped": ex.skipped, "unknown": ex.unknown,
         "model": {"kind": ex.config.model, "layers": ex.config.num_layers, "hidden": ex.config.hidden_size},
@@ -109,11 +109,24 @@ def json_data(ex: Explanation) -> dict:
         "top5": [[[ex.vocab.chars[i], round(float(p), 4)] for i, p in zip(ids, ps)] if t else None
                  for t, (ids, ps) in enumerate(zip(ex.top_ids, ex.top_p))],
         "totals": totals(ex),
-        "activations": {k: np.round(a.astype(np.float64), 4).tolist() for k, a in ex.acts.items()},  # (N, H) each
         "saturation": {k: {"left": _rounded(s[0], 4), "right": _rounded(s[1], 4)} for k, s in ex.saturation.items()},
         "finder": {name: [{"channel": k, "unit": u, "r": round(r, 4)} for k, u, r in units]
                    for name, units in ex.found.items()},
     }
+
+
+def write_json(ex: Explanation, f) -> None:
+    """--json into the open text file f: json_data and "activations", {"l{l}.{channel}": N rows of H}.
+    The activations are written a row at a time: as one list of Python floats, a 2 x 384 LSTM's on
+    20,000 characters (92 M values) would take gigabytes of memory."""
+    head = json.dumps(json_data(ex), ensure_ascii=False, allow_nan=False)
+    f.write(head[:-1] + ', "activations": {')
+    for n, (key, a) in enumerate(ex.acts.items()):
+        f.write(f'{", " if n else ""}"{key}": [')
+        for t, row in enumerate(np.round(a.astype(np.float64), 4)):
+            f.write(("," if t else "") + json.dumps(row.tolist()))
+        f.write("]")
+    f.write("}}")
 
 
 # ---------------------------------------------------------------------------------------------
