@@ -549,6 +549,8 @@ def explain(ctx, checkpoint_path, text_file, output, offset, max_chars, finds, t
         where = explain_mod.parse_unit(unit, config) if unit is not None else None
         if unit is not None and not terminal:
             raise CharnnError("--unit colours the terminal's text: add --terminal (the page has every unit)")
+        if unit is None and ctx.get_parameter_source("channel") is not ParameterSource.DEFAULT:
+            raise CharnnError("--channel chooses what --unit shows: add --unit L:U")
         if channel not in model_mod.CHANNELS[config.model]:
             raise CharnnError(f"--channel {channel}: a {config.model} has {', '.join(model_mod.CHANNELS[config.model])}")
         ex = explain_mod.explain(checkpoint_path, ckpt, text_file, offset, max_chars, list(finds), corpus_path)

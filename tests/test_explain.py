@@ -148,7 +148,8 @@ def test_unknown_characters_are_named_and_left_out(explain_run, tmp_path):
     (["--find", "(unclosed"], "is not a regular expression"),
     (["--find", "QQQ"], "matches nothing in the text shown"),
     (["--find", "(?s).*"], "matches every character"),
-    (["--channel", "z", "--terminal"], "--channel z: a lstm has h, c, o, i, f, g"),
+    (["--channel", "z", "--terminal", "--unit", "0:0"], "--channel z: a lstm has h, c, o, i, f, g"),
+    (["--channel", "c", "--terminal"], "add --unit L:U"),
     (["--offset", "999999"], "is past the end of"),
 ])
 def test_bad_options_get_one_line(explain_run, args, message, tmp_path):
