@@ -113,6 +113,8 @@ RUN_STATE = {
     "lr_scale": Field(Number(0, 1, above=True), "the learning-rate multiplier, halved by every rollback"),
     "rollbacks": Field(Whole(0), "rollbacks made in all"),
     "recent_losses": Field(ListOf(Number()), "the last training losses, the divergence check's reference"),
+    "workers": Field(Whole(1), "the processes the run's last session trained on (data-parallel ranks, parallel.py)",
+                     absent=1),
     "history": Field(Record({
         "step": Field(ListOf(Whole(0)), "the step of every evaluation, increasing, at most step"),
         "train_loss": Field(ListOf(Maybe(Number())), "the mean of the last training losses before it, at most 50 and "
