@@ -20,7 +20,8 @@ from click.core import ParameterSource
 from tqdm import tqdm
 
 from charnn import __version__, beam as beam_mod, bench as bench_mod, bench_corpus, checkpoint, describe, evaluate
-from charnn import finetune, gradcheck as gradcheck_mod, idcache, sample as sample_mod, schedule, survey, textfile
+from charnn import finetune, gradcheck as gradcheck_mod, idcache, launch, parallel, sample as sample_mod, schedule
+from charnn import survey, textfile
 from charnn import train as train_mod
 from charnn.decoding import Decoding, generators
 from charnn.config import DEFAULT_STEPS, DTYPES, MODELS, OPTIMIZERS, RESUMABLE, ModelConfig, TrainConfig
@@ -163,11 +164,32 @@ def _given(ctx, names) -> dict:
 
 
 def _report(result):
-    if result.status == "diverged":
-        _fail(CharnnError(result.message))
-    click.echo(result.message, err=True)
-    if result.status == "interrupted":
-        sys.exit(EXIT_INTERRUPTED)
+    team = parallel.team()
+    if team.leader:  # the one line on how the run ended: rank 0's (every rank ends the same way)
+        click.echo(f"Error: {result.message}" if result.status == "diverged" else result.message, err=True)
+    # Under MPI a rank's non-zero exit aborts the job: wait until rank 0 has said its line.
+    team.barrier()
+    if result.status in ("diverged", "interrupted"):
+        sys.exit(1 if result.status == "diverged" else EXIT_INTERRUPTED)
+
+
+def workers_option(f):
+    return click.option("--workers", type=click.IntRange(min=1), default=1,
+                        help="Train data-parallel in this many processes on this machine (MPI ranks, each on "
+                             f"B/N of the streams; needs {parallel.INSTALL}); N must divide --batch-size.")(f)
+
+
+def _launch(workers: int, batch_size: int) -> None:
+    """With --workers N > 1: run this command as N MPI ranks (launch.py) and exit with its status."""
+    if workers == 1:
+        return
+    try:
+        parallel.check_divides(batch_size, workers)
+        launch.check_available()
+        status = launch.run(sys.argv[1:], workers)
+    except CharnnError as e:
+        _fail(e)
+    sys.exit(status)
 
 
 def _run(call):
@@ -217,8 +239,9 @@ def _run(call):
 @click.option("--random-seed", type=click.IntRange(min=0), default=_defaults.random_seed,
               help="Same seed, corpus and options: identical checkpoints.")
 @click.option("--dtype", type=click.Choice(DTYPES), default=_defaults.dtype, help="Floating-point type of training.")
+@workers_option
 @click.pass_context
-def train(ctx, corpus, resume_from, init_from, cache_dir, use_cache, **options):
+def train(ctx, corpus, resume_from, init_from, cache_dir, use_cache, workers, **options):
     """Train a new model on CORPUS, a UTF-8 text file (or, with --init-from, fine-tune a trained one).
 
     Prints a validation line such as `step 400  val loss 1.812 nats/char  2.614 bits/char` every
@@ -229,12 +252,14 @@ def train(ctx, corpus, resume_from, init_from, cache_dir, use_cache, **options):
         placed = _given(ctx, ["checkpoint_dir", "run_name", "init_from"])
         if placed:
             _fail(CharnnError(f"a resumed run continues in its own folder: drop {', '.join('--' + n.replace('_', '-') for n in placed)}"))
+        _launch(workers, _batch_size_of(resume_from))
         _run(lambda bar: train_mod.resume(resume_from, _given(ctx, options), corpus, reporter=bar, cache_dir=cache_dir,
                                           use_cache=use_cache))
         return
     if corpus is None:
         _fail(CharnnError("give the CORPUS to train on (or --resume CHECKPOINT)"))
     o = options
+    _launch(workers, o["batch_size"])
     if o["steps"] is None and o["epochs"] is None and o["time_budget"] is None:
         o["steps"] = DEFAULT_STEPS
     if o["learning_rate"] is None:
@@ -261,16 +286,25 @@ def train(ctx, corpus, resume_from, init_from, cache_dir, use_cache, **options):
 @click.argument("corpus", type=click.Path(path_type=str), required=False)
 @run_options(resuming=True)
 @cache_options
+@workers_option
 @click.pass_context
-def resume(ctx, checkpoint_path, corpus, cache_dir, use_cache, **options):
+def resume(ctx, checkpoint_path, corpus, cache_dir, use_cache, workers, **options):
     """Continue a run exactly where CHECKPOINT (usually its latest.npz) left it.
 
     The settings are the run's own; an option given here replaces one (the change is reported).
     --steps counts the run's total steps. CORPUS defaults to the path the run was trained on; it
-    must be the same text.
+    must be the same text. Any --workers that divides the run's batch size continues it.
     """
+    _launch(workers, _batch_size_of(checkpoint_path))
     _run(lambda bar: train_mod.resume(checkpoint_path, _given(ctx, options), corpus, reporter=bar, cache_dir=cache_dir,
                                       use_cache=use_cache))
+
+
+def _batch_size_of(checkpoint_path: str) -> int:
+    try:
+        return checkpoint.load(checkpoint_path).train_config.batch_size
+    except CharnnError as e:
+        _fail(e)
 
 
 def _find(checkpoint_path: str | None, doing: str) -> str:

@@ -98,6 +98,9 @@ class Solo:
         """fn() run on rank 0 alone, its result (or its CharnnError) shared with every rank."""
         return fn()
 
+    def barrier(self) -> None:
+        """Wait until every rank is here."""
+
     def leader_first(self, fn):
         """fn() run on rank 0, then on the other ranks (a cache rank 0 builds, the others then read);
         rank 0's CharnnError is raised on every rank."""
@@ -147,6 +150,9 @@ class Workers(Solo):
         if kind == "error":
             raise CharnnError(value)
         return value
+
+    def barrier(self):
+        self.comm.Barrier()
 
     def leader_first(self, fn):
         if self.leader:
