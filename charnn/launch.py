@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 
 from charnn.errors import CharnnError
 from charnn.parallel import INSTALL
@@ -32,7 +33,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 NOISE = re.compile(r"^(=+|=  .*|YOUR APPLICATION TERMINATED.*|This typically refers to a problem.*|"
                    r"Please see the FAQ page.*|Abort\(\d+\) on node \d+.*|\s*)$")
 BANNER_EXIT = re.compile(r"=\s+PID \d+ RUNNING AT .*|=\s+EXIT CODE: (\d+)")
-KILLED = re.compile(r"YOUR APPLICATION TERMINATED WITH THE EXIT STRING: (.*?)( \(signal (\d+)\))?$")
+KILLED = re.compile(r"YOUR APPLICATION TERMINATED WITH THE EXIT STRING: .*\(signal (\d+)\)")
 ABORTED = re.compile(r"Abort\((\d+)\) on node \d+ \(rank (\d+) in comm")
 
 
@@ -84,13 +85,21 @@ def run(argv: list[str], workers: int) -> int:
     cmd = command(argv, workers)
     previous = signal.signal(signal.SIGINT, lambda *_: None)  # Ctrl-C reaches the ranks, which save and stop
     try:
-        proc = subprocess.Popen(cmd, env=environment(), stderr=subprocess.PIPE)
-        seen = _pass_stderr(proc.stderr)
+        # MPICH's banner comes on stdout, its abort notes and the ranks' lines on stderr: both are
+        # filtered, stdout in a thread of its own.
+        proc = subprocess.Popen(cmd, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        seen = _Seen()
+        out = threading.Thread(target=_pass, args=(proc.stdout, sys.stdout, seen))
+        out.start()
+        _pass(proc.stderr, sys.stderr, seen)
+        out.join()
         status = proc.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
     what = seen.failure()
     if status != 0 and what:
+        if _unfinished_line:  # the progress bar's: end it first
+            sys.stderr.write("\n")
         sys.stderr.write(f"charnn: {what}; the job was stopped. The run's checkpoints are as last saved "
                          "(resume from its latest.npz)\n")
         sys.stderr.flush()
@@ -108,7 +117,7 @@ class _Seen:
     def read(self, text: str) -> bool:
         """Note what the line says; True if it is to be shown."""
         killed, aborted = KILLED.search(text), ABORTED.search(text)
-        if killed and killed.group(3):
+        if killed:
             self.killed = killed.group(1)
         if aborted and self.aborted is None:
             self.aborted = int(aborted.group(2)), int(aborted.group(1))
@@ -123,7 +132,7 @@ class _Seen:
     def failure(self) -> str | None:
         """One line on a failed job, or None where a rank's own line said it (an error, Ctrl-C)."""
         if self.killed:
-            return f"a worker was killed ({self.killed.lower()})"
+            return f"a worker was killed (signal {self.killed})"
         if self.aborted:
             rank, status = self.aborted
             if status == 130 or (status == 1 and self.errors):
@@ -132,10 +141,10 @@ class _Seen:
         return None
 
 
-def _pass_stderr(pipe) -> _Seen:
-    """Copy the ranks' stderr to ours as it comes (a progress bar's '\\r' updates at once), dropping
-    MPICH's failure banner and repeated error lines."""
-    seen, pending = _Seen(), b""
+def _pass(pipe, stream, seen: _Seen) -> None:
+    """Copy what the ranks write to pipe onto stream as it comes (a progress bar's '\\r' updates at
+    once), dropping MPICH's failure banner and repeated error lines."""
+    pending = b""
     while True:
         chunk = os.read(pipe.fileno(), 65536)
         if not chunk:
@@ -144,16 +153,21 @@ def _pass_stderr(pipe) -> _Seen:
         *lines, pending = pending.split(b"\n")
         for raw in lines:
             if seen.read(raw.decode(errors="replace").rsplit("\r", 1)[-1]):
-                _write(raw + b"\n")
+                _write(stream, raw + b"\n")
         if b"\r" in pending:  # a progress bar's update: show it now, keep what follows its last \r
             head, pending = pending.rsplit(b"\r", 1)
-            _write(head + b"\r")
+            _write(stream, head + b"\r")
     if pending:
-        _write(pending)
-    return seen
+        _write(stream, pending)
 
 
-def _write(data: bytes) -> None:
-    sys.stderr.flush()
-    sys.stderr.buffer.write(data)
-    sys.stderr.buffer.flush()
+_unfinished_line = False  # the last bytes written to stderr did not end a line
+
+
+def _write(stream, data: bytes) -> None:
+    global _unfinished_line
+    if stream is sys.stderr:
+        _unfinished_line = not data.endswith(b"\n")
+    stream.flush()
+    stream.buffer.write(data)
+    stream.buffer.flush()

@@ -138,6 +138,7 @@ class Workers(Solo):
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.flat = None  # (n_params + 1,) the step's gradients and loss, summed in place
         self.views = None  # each parameter's gradient: a view of flat
+        self.layout = None  # [(name, shape, dtype)] of the gradients the buffer is laid out for
 
     def first(self, fn):
         outcome = None
@@ -173,9 +174,10 @@ class Workers(Solo):
             self.comm.Bcast(a, root=0)
 
     def sum_step(self, loss, grads, weight):
-        if self.flat is None:
-            first = next(iter(grads.values()))
-            self.flat = np.empty(sum(g.size for g in grads.values()) + 1, first.dtype)
+        layout = [(name, g.shape, g.dtype) for name, g in grads.items()]
+        if self.layout != layout:  # the first step of a run (a process may train several: the tests do)
+            self.layout = layout
+            self.flat = np.empty(sum(g.size for g in grads.values()) + 1, layout[0][2])
             self.views, offset = {}, 0
             for name, g in grads.items():
                 self.views[name] = self.flat[offset:offset + g.size].reshape(g.shape)
