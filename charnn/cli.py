@@ -19,7 +19,8 @@ import numpy as np
 from click.core import ParameterSource
 from tqdm import tqdm
 
-from charnn import __version__, beam as beam_mod, bench as bench_mod, bench_corpus, checkpoint, describe, evaluate
+from charnn import __version__, beam as beam_mod, bench as bench_mod, bench_corpus, bench_workers, checkpoint, describe
+from charnn import evaluate
 from charnn import finetune, gradcheck as gradcheck_mod, idcache, launch, parallel, sample as sample_mod, schedule
 from charnn import survey, textfile
 from charnn import train as train_mod
@@ -625,8 +626,12 @@ def gradcheck(model, num_layers, hidden_size, seq_length, batch_size, vocab_size
               help="With --corpus-mb: where to write the text and its cache (a text already there of that size is "
                    "reused)  [default: a temporary folder]")
 @click.option("--keep/--no-keep", default=False, help="With --corpus-mb: keep the text and its cache afterwards.")
+@click.option("--workers", type=click.IntRange(min=2), default=None,
+              help="Instead, time a training step in one process against this many data-parallel workers (and "
+                   "PyTorch), with the Allreduce's share and each worker's peak memory, on "
+                   f"{len(bench_workers.REFERENCE)} reference configurations or --model's  [default: off]")
 def bench(model, num_layers, hidden_size, batch_size, seq_length, steps, warmup, rounds, sample, encode_mb, torch_python,
-          json_path, corpus_mb, work_dir, keep):
+          json_path, corpus_mb, work_dir, keep, workers):
     """Measure training and sampling speed, memory and encoding time; print markdown tables.
 
     Each measurement runs in its own process. Beside charnn's figures: the machine's float32
@@ -641,6 +646,10 @@ def bench(model, num_layers, hidden_size, batch_size, seq_length, steps, warmup,
         return
     configs = ([bench_mod.Config(model, num_layers, hidden_size, batch_size, seq_length)] if model
                else [bench_mod.Config(*c) for c in bench_mod.REFERENCE])
+    if workers:
+        _bench_workers([bench_mod.Config(*c) for c in bench_workers.REFERENCE] if not model else configs, workers,
+                       steps, warmup, torch_python, rounds, json_path)
+        return
     try:
         results = bench_mod.run(configs, steps=steps, warmup=warmup, torch_python=torch_python,
                                 sample_cfg=bench_mod.SAMPLE_CONFIG if sample else None,
@@ -651,6 +660,22 @@ def bench(model, num_layers, hidden_size, batch_size, seq_length, steps, warmup,
     if results["torch"] is None:
         click.echo("PyTorch is not installed here: its columns are skipped (see --torch-python)", err=True)
     click.echo(bench_mod.markdown(results))
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
+
+
+def _bench_workers(configs, workers, steps, warmup, torch_python, rounds, json_path):
+    try:
+        results = bench_workers.run(configs, workers, steps=steps, warmup=warmup, torch_python=torch_python,
+                                    rounds=rounds, progress=lambda line: click.echo(line, err=True))
+    except CharnnError as e:
+        _fail(e)
+    except RuntimeError as e:  # a worker process failed: its last line says why
+        _fail(CharnnError(f"a benchmark worker failed: {str(e).strip().splitlines()[-1]}"))
+    if results["torch"] is None:
+        click.echo("PyTorch is not installed here: its columns are skipped (see --torch-python)", err=True)
+    click.echo(bench_workers.markdown(results))
     if json_path:
         with open(json_path, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
