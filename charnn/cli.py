@@ -22,7 +22,7 @@ from tqdm import tqdm
 from charnn import __version__, beam as beam_mod, bench as bench_mod, bench_corpus, bench_workers, checkpoint, describe
 from charnn import evaluate
 from charnn import finetune, gradcheck as gradcheck_mod, idcache, launch, parallel, sample as sample_mod, schedule
-from charnn import survey, textfile
+from charnn import scaling, survey, textfile
 from charnn import train as train_mod
 from charnn.decoding import Decoding, generators
 from charnn.config import DEFAULT_STEPS, DTYPES, MODELS, OPTIMIZERS, RESUMABLE, ModelConfig, TrainConfig
@@ -676,6 +676,7 @@ def _bench_workers(configs, workers, steps, warmup, torch_python, rounds, json_p
     if results["torch"] is None:
         click.echo("PyTorch is not installed here: its columns are skipped (see --torch-python)", err=True)
     click.echo(bench_workers.markdown(results))
+    click.echo("\n" + scaling.markdown([scaling.calibration(row) for row in results["train"]]))
     if json_path:
         with open(json_path, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
