@@ -97,7 +97,7 @@ def markdown(calibrations: list[dict], machines=MACHINES, networks=NETWORKS) -> 
                 cells.append(f"{eff:.1%}, {rate / 1e3:,.0f} k")
             ar = allreduce_seconds(cal["nbytes"], top, bps, latency)
             b = smallest_batch(cal["compute"], cal["batch"], top, cal["nbytes"], bps, latency)
-            lines.append(f"| {cal['name']} ({cal['compute'] * 1e3:.0f} ms, {cal['nbytes'] / 2**20:.1f} MB) | "
+            lines.append(f"| {cal['name']} ({cal['compute'] * 1e3:.0f} ms, {cal['nbytes'] / 1e6:.2f} MB) | "
                          + " | ".join(cells) + f" | {ar * 1e3:.2f} ms | {b} |")
         lines.append("")
     return "\n".join(lines).rstrip()

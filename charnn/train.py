@@ -79,7 +79,7 @@ class RunState:
     params: dict[str, np.ndarray]
     opt_state: dict[str, dict[str, np.ndarray]]
     carried: dict[str, np.ndarray]  # recurrent state carried into the next window, each (L, B, H)
-    rng: np.random.Generator  # the run's randomness after initialisation: dropout masks
+    rng: np.random.Generator  # the run's generator after initialisation (kept; dropout masks come from masks.py)
     step: int = 0  # updates applied
     cursor: tuple = (0, 0)  # the batch stream's (completed passes, next window) where the run starts
     elapsed: float = 0.0  # seconds of training, across resumes
@@ -134,7 +134,7 @@ def new_run(corpus: data.Corpus, source: idcache.Source, model_config: ModelConf
             reporter: Reporter | None = None, parent: dict | None = None, opening_note: str | None = None) -> Result:
     """A run in a new folder from these parameters, with a fresh optimizer and a zero carried state;
     source: where the corpus's ids came from (idcache.load_corpus); rng: the run's generator
-    (dropout masks). parent: the header's record of the checkpoint a fine-tuned run starts from
+    after initialisation, saved with it. parent: the header's record of the checkpoint a fine-tuned run starts from
     (finetune.py)."""
     data.check_sizes(len(corpus.ids), config.val_frac, config.batch_size, config.seq_length)
     team = parallel.team()
@@ -522,7 +522,7 @@ class Training:
         times = []
         for _ in range(2):  # the first pass also pays for warming up (allocation, BLAS threads)
             t0 = time.perf_counter()
-            # A dry step: nothing is updated, and no dropout mask is drawn (the run's rng stays as it is).
+            # A dry step: nothing is updated, and no dropout mask is made.
             model.loss_and_grads(state.params, model_config, inputs, targets, state.carried)
             times.append(time.perf_counter() - t0)
         self.session.step_time = min(times)  # the first estimate, for the progress bar's total

@@ -41,6 +41,22 @@ def test_ten_and_a_hundred_gigabits_differ_where_the_allreduce_counts():
     text = scaling.markdown([big])
     tables = text.split("Expected at ")[1:]
     assert len(tables) == 2 and tables[0].split("\n", 1)[1] != tables[1].split("\n", 1)[1]
-    assert "| big (600 ms, 12.7 MB) | 100.0%, 7 k |" in tables[0]  # 64 x 64 chars / 0.6 s = 6,827 a second
+    assert "| big (600 ms, 13.30 MB) | 100.0%, 7 k |" in tables[0]  # 64 x 64 chars / 0.6 s = 6,827 a second
     assert math.isclose(scaling.efficiency(0.6, 2, 13.3e6, 10e9, 25e-6), 0.3 / (0.3 + scaling.allreduce_seconds(
         13.3e6, 2, 10e9, 25e-6)))
+
+
+def test_the_readme_table_of_gradients_is_the_model_s():
+    """README's table of gradient sizes and Allreduce times: parameter counts and the formula."""
+    import os
+    import numpy as np
+    from charnn import model
+    from charnn.config import ModelConfig
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    for kind, layers, hidden in (("lstm", 1, 128), ("lstm", 2, 256), ("lstm", 2, 512), ("rnn", 2, 512)):
+        shapes = model.param_shapes(ModelConfig(model=kind, num_layers=layers, hidden_size=hidden, vocab_size=65))
+        n = sum(int(np.prod(s)) for s in shapes.values())
+        g = 4 * n
+        at10, at100 = (scaling.allreduce_seconds(g, 64, bps, lat) * 1e3 for _, bps, lat in scaling.NETWORKS)
+        row = f"| {kind.upper()} {layers} x {hidden} | {n:,} | {g / 1e6:.2f} MB | {at10:.2f} ms | {at100:.2f} ms |"
+        assert row in readme, row
