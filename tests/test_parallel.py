@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charnn import checkpoint, describe, launch, masks, parallel, train
+from charnn import checkpoint, describe, launch, masks, model, parallel, train
 from charnn.cli import cli
+from charnn.config import ModelConfig
 from charnn.errors import CharnnError
 
 from conftest import TINY_TEXT
@@ -242,3 +243,19 @@ def test_a_streams_dropout_mask_does_not_depend_on_who_owns_it():
     big = masks.dropout_masks(0, 0, range(8), 2, 64, 64, 0.25, "float32")
     assert abs(float((big == 0).mean()) - 0.25) < 0.01
     assert not np.array_equal(whole, masks.dropout_masks(3, 8, range(0, 4), 2, 5, 6, 0.25, "float64"))
+
+
+def test_bench_workers_runs_on_a_tiny_configuration(tmp_path):
+    """Not a timing test: one process and 2 workers are timed, and the scaling tables follow."""
+    out = tmp_path / "bench.json"
+    r = CliRunner().invoke(cli, ["bench", "--workers", "2", "--model", "lstm", "--num-layers", "1", "--hidden-size",
+                                 "8", "--batch-size", "4", "--seq-length", "4", "--steps", "2", "--warmup", "1",
+                                 "--torch-python", "/nonexistent/python", "--json", str(out)])
+    assert r.exit_code == 0, r.stderr
+    row = json.loads(out.read_text())["train"][0]
+    assert row["name"] == "LSTM 1 x 8, B 4, T 4" and row["one"]["seconds"] > 0
+    config = ModelConfig(model="lstm", num_layers=1, hidden_size=8, vocab_size=65)
+    n = sum(p.size for p in model.init_params(config, np.random.default_rng(0)).values())
+    assert row["workers"]["gradient_bytes"] == 4 * (n + 1)  # float32 gradients and the loss
+    assert 0 < row["workers"]["allreduce"] < row["workers"]["seconds"] and row["workers"]["peak_rss"] > 0
+    assert "| LSTM 1 x 8, B 4, T 4 |" in r.stdout and "Expected at 10 Gb/s" in r.stdout and "Expected at 100 Gb/s" in r.stdout
