@@ -121,8 +121,7 @@ def train(corpus_path, model_config: ModelConfig, train_config: TrainConfig, che
     model_config.validate()  # the vocabulary size is checked again once the text is read
     parallel.check_divides(config.batch_size, parallel.team().size)
     reporter = reporter or Reporter()
-    corpus, source = parallel.team().leader_first(
-        lambda: idcache.load_corpus(corpus_path, cache_dir, use_cache, reporter=reporter))
+    corpus, source = load_corpus(corpus_path, cache_dir, use_cache, reporter)
     model_config = dataclasses.replace(model_config, vocab_size=corpus.vocab.size).validate()
     rng = np.random.default_rng(config.random_seed)
     params = model.init_params(model_config, rng, config.dtype)
@@ -173,7 +172,7 @@ def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None
     parallel.check_divides(config.batch_size, team.size)  # any N that divides B resumes any checkpoint
     corpus_path = corpus_path or ckpt.header["corpus"]["path"]
     reporter = reporter or Reporter()
-    corpus, source = team.leader_first(lambda: idcache.load_corpus(corpus_path, cache_dir, use_cache, reporter=reporter))
+    corpus, source = load_corpus(corpus_path, cache_dir, use_cache, reporter)
     if corpus.sha256 != ckpt.header["corpus"]["sha256"]:
         raise CharnnError(f"{corpus_path} is not the text this run was trained on (its contents changed); "
                           "resuming needs the same corpus: give its path after the checkpoint")
@@ -193,6 +192,14 @@ def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None
     opening = reports.resuming(checkpoint_path, state.step, old, changes, run_dir if branched else None)
     return Training(ckpt.model_config, config, corpus, source, run_dir, state, reporter, created_dir=created,
                     opening_note=opening, baseline_bits=ckpt.header["baselines"], parent=ckpt.header["parent"]).run()
+
+
+def load_corpus(corpus_path, cache_dir: str | None, use_cache: bool, reporter: Reporter):
+    """idcache.load_corpus; in a data-parallel run, rank 0 first (it may build the id cache, which
+    the others then map) and the others silently."""
+    team = parallel.team()
+    quiet = reporter if team.leader else Reporter()
+    return team.leader_first(lambda: idcache.load_corpus(corpus_path, cache_dir, use_cache, reporter=quiet))
 
 
 def _run_dir_of(checkpoint_path: str, ckpt: checkpoint.Checkpoint, step: int) -> tuple[str, bool, bool]:
