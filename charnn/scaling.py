@@ -81,7 +81,8 @@ def markdown(calibrations: list[dict], machines=MACHINES, networks=NETWORKS) -> 
     for label, bps, latency in networks:
         top = machines[-1]
         lines += [f"Expected at {label} (message latency {latency * 1e6:g} us, assumed): efficiency and characters "
-                  f"per second for the whole job, the model's B streams shared by N machines (-: N does not divide B).", "",
+                  "per second for the whole job, the model's B streams shared by N machines (-: N does not "
+                  "divide B).", "",
                   "| model (compute of a step on one machine, gradient) | "
                   + " | ".join(f"N = {n}" for n in machines)
                   + f" | Allreduce at N = {top} | streams per machine for {TARGET:.0%} at N = {top} |",

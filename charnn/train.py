@@ -18,8 +18,8 @@ The pieces around the loop: limits.py (when the run ends, the learning rate), re
 (divergence and rollback), reports.py (the lines the user reads), masks.py (dropout masks), and
 parallel.py: the same loop runs in each of N processes of a data-parallel run (`--workers N`, or
 mpiexec), each on its block of the streams, with the gradients, the validation loss and the
-decision to stop shared, and rank 0 alone writing; in one process those are no-ops. The library never prints: it
-reports to a Reporter (the CLI draws the progress bar from it).
+decision to stop shared, and rank 0 alone writing; in one process those are no-ops. The library
+never prints: it reports to a Reporter (the CLI draws the progress bar from it).
 """
 
 from __future__ import annotations
@@ -133,8 +133,8 @@ def new_run(corpus: data.Corpus, source: idcache.Source, model_config: ModelConf
             reporter: Reporter | None = None, parent: dict | None = None, opening_note: str | None = None) -> Result:
     """A run in a new folder from these parameters, with a fresh optimizer and a zero carried state;
     source: where the corpus's ids came from (idcache.load_corpus); rng: the run's generator
-    after initialisation, saved with it. parent: the header's record of the checkpoint a fine-tuned run starts from
-    (finetune.py)."""
+    after initialisation, saved with it. parent: the header's record of the checkpoint a fine-tuned
+    run starts from (finetune.py)."""
     data.check_sizes(len(corpus.ids), config.val_frac, config.batch_size, config.seq_length)
     team = parallel.team()
     parallel.check_divides(config.batch_size, team.size)
@@ -319,7 +319,8 @@ class Training:
                 interrupted = stack.enter_context(_interrupt_flag())
                 status, message = self._loop(interrupted)
         finally:
-            if self.leader and not runs.holds_checkpoints(self.run_dir):  # a session that saved nothing leaves nothing
+            # A session that saved nothing leaves nothing (rank 0 keeps the files).
+            if self.leader and not runs.holds_checkpoints(self.run_dir):
                 if self.created_dir:
                     shutil.rmtree(self.run_dir)
                 elif self.session.first_step == 0:  # a new run in an empty folder the user gave
