@@ -36,6 +36,20 @@ def mpiexec():
     return os.path.join(os.path.dirname(sys.executable), "mpiexec")
 
 
+def run_limited(cmd, **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run in a session of its own, all of which (mpiexec, its proxies, the ranks) is
+    killed if it outlives JOB_TIMEOUT: a hang fails the test instead of blocking the suite."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            **kwargs)
+    try:
+        out, err = proc.communicate(timeout=JOB_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"{' '.join(map(str, cmd))} ran over {JOB_TIMEOUT} s")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
     """The one-process runs, then the 2-rank job over TCP; (folder, the job's stderr, when it ended)."""
@@ -45,9 +59,8 @@ def job(tmp_path_factory):
     for name, (mc, tc) in configs().items():
         train.train(str(corpus), mc, tc, str(folder), run_name=f"one-{name}")
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", **TCP_ONLY)
-    proc = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", os.path.join(HERE, "parallel_job.py"),
-                           str(folder), str(corpus)], capture_output=True, text=True, timeout=JOB_TIMEOUT, env=env,
-                          cwd=str(folder))
+    proc = run_limited([mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", os.path.join(HERE, "parallel_job.py"),
+                        str(folder), str(corpus)], env=env, cwd=str(folder))
     ended = time.time()
     assert (folder / "job.json").exists(), proc.stderr[-3000:]
     return folder, proc, ended
@@ -152,7 +165,7 @@ def test_a_killed_worker_ends_the_job_with_one_line_and_the_checkpoints_intact(t
     cmd = [sys.executable, "-m", "charnn", "train", str(corpus), "--workers", "2", "--model", "rnn", "--hidden-size",
            "8", "--num-layers", "1", "--batch-size", "4", "--seq-length", "8", "--steps", "1000000", "--eval-every",
            "5", "--checkpoint-dir", str(tmp_path / "ck"), "--run-name", "r", "--dropout", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     latest = tmp_path / "ck" / "r" / "latest.npz"
     try:
         deadline = time.time() + JOB_TIMEOUT
@@ -166,7 +179,7 @@ def test_a_killed_worker_ends_the_job_with_one_line_and_the_checkpoints_intact(t
         assert time.time() - killed < FAULT_LIMIT
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode != 0
     lines = [line for line in err.splitlines() if line.startswith("charnn: ")]
     assert len(lines) == 1 and "a worker was killed (signal 9)" in lines[0], err[-2000:]
@@ -248,10 +261,10 @@ def test_a_streams_dropout_mask_does_not_depend_on_who_owns_it():
 def test_bench_workers_runs_on_a_tiny_configuration(tmp_path):
     """Not a timing test: one process and 2 workers are timed, and the scaling tables follow."""
     out = tmp_path / "bench.json"
-    r = CliRunner().invoke(cli, ["bench", "--workers", "2", "--model", "lstm", "--num-layers", "1", "--hidden-size",
-                                 "8", "--batch-size", "4", "--seq-length", "4", "--steps", "2", "--warmup", "1",
-                                 "--torch-python", "/nonexistent/python", "--json", str(out)])
-    assert r.exit_code == 0, r.stderr
+    r = run_limited([sys.executable, "-m", "charnn", "bench", "--workers", "2", "--model", "lstm", "--num-layers", "1",
+                     "--hidden-size", "8", "--batch-size", "4", "--seq-length", "4", "--steps", "2", "--warmup", "1",
+                     "--torch-python", "/nonexistent/python", "--json", str(out)])
+    assert r.returncode == 0, r.stderr
     row = json.loads(out.read_text())["train"][0]
     assert row["name"] == "LSTM 1 x 8, B 4, T 4" and row["one"]["seconds"] > 0
     config = ModelConfig(model="lstm", num_layers=1, hidden_size=8, vocab_size=65)
