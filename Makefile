@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORPUS := data/tinyshakespeare.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test train sample gradcheck bench bench-corpus clean
+.PHONY: help install test train sample gradcheck bench bench-workers bench-corpus clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -33,6 +33,9 @@ gradcheck: $(STAMP) ## check RNN, LSTM and GRU gradients against finite differen
 
 bench: $(STAMP) ## time training, sampling and encoding (add TORCH_PYTHON=path/to/python to compare with PyTorch)
 	$(BIN)/charnn bench --rounds 3 --json checkpoints/bench.json $(if $(TORCH_PYTHON),--torch-python $(TORCH_PYTHON))
+
+bench-workers: $(STAMP) ## time one process against 2 data-parallel workers, and the scaling model (add TORCH_PYTHON=path/to/python)
+	$(BIN)/charnn bench --workers 2 --rounds 3 --json checkpoints/bench-workers.json $(if $(TORCH_PYTHON),--torch-python $(TORCH_PYTHON))
 
 bench-corpus: $(STAMP) ## what a large corpus costs: time to the first step, memory, evaluation (MB=100; WORK=a folder with room for 2 x MB)
 	$(BIN)/charnn bench --corpus-mb $(or $(MB),100) $(if $(WORK),--work-dir $(WORK))

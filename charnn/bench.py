@@ -184,9 +184,9 @@ def find_torch_python(given: str | None) -> str | None:
     return sys.executable if importlib.util.find_spec("torch") is not None else None
 
 
-def _run(cmd: list[str]) -> dict:
+def _run(cmd: list[str], env: dict | None = None) -> dict:
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True)
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     except OSError as e:  # e.g. a --torch-python that does not exist
         raise RuntimeError(f"{cmd[0]}: {e.strerror}") from None
     if out.returncode != 0:

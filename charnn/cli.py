@@ -19,10 +19,11 @@ import numpy as np
 from click.core import ParameterSource
 from tqdm import tqdm
 
-from charnn import __version__, beam as beam_mod, bench as bench_mod, bench_corpus, checkpoint, describe, evaluate
-from charnn import explain as explain_mod, explain_views, finetune, gradcheck as gradcheck_mod, idcache
-from charnn import sample as sample_mod, schedule, survey, textfile
-from charnn import model as model_mod, reports, train as train_mod
+from charnn import __version__, beam as beam_mod, bench as bench_mod, bench_corpus, bench_workers, checkpoint, describe
+from charnn import evaluate, explain as explain_mod, explain_views
+from charnn import finetune, gradcheck as gradcheck_mod, idcache, launch, parallel, sample as sample_mod, schedule
+from charnn import model as model_mod, reports, scaling, survey, textfile
+from charnn import train as train_mod
 from charnn.decoding import Decoding, generators
 from charnn.config import DEFAULT_STEPS, DTYPES, MODELS, OPTIMIZERS, RESUMABLE, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
@@ -165,11 +166,32 @@ def _given(ctx, names) -> dict:
 
 
 def _report(result):
-    if result.status == "diverged":
-        _fail(CharnnError(result.message))
-    click.echo(result.message, err=True)
-    if result.status == "interrupted":
-        sys.exit(EXIT_INTERRUPTED)
+    team = parallel.team()
+    if team.leader:  # the one line on how the run ended: rank 0's (every rank ends the same way)
+        click.echo(f"Error: {result.message}" if result.status == "diverged" else result.message, err=True)
+    # Under MPI a rank's non-zero exit aborts the job: wait until rank 0 has said its line.
+    team.barrier()
+    if result.status in ("diverged", "interrupted"):
+        sys.exit(1 if result.status == "diverged" else EXIT_INTERRUPTED)
+
+
+def workers_option(f):
+    return click.option("--workers", type=click.IntRange(min=1), default=1,
+                        help="Train data-parallel in this many processes on this machine (MPI ranks, each on "
+                             f"B/N of the streams; needs {parallel.INSTALL}); N must divide --batch-size.")(f)
+
+
+def _launch(workers: int, batch_size: int) -> None:
+    """With --workers N > 1: run this command as N MPI ranks (launch.py) and exit with its status."""
+    if workers == 1:
+        return
+    try:
+        parallel.check_divides(batch_size, workers)
+        launch.check_available()
+        status = launch.run(sys.argv[1:], workers)
+    except CharnnError as e:
+        _fail(e)
+    sys.exit(status)
 
 
 def _run(call):
@@ -219,8 +241,9 @@ def _run(call):
 @click.option("--random-seed", type=click.IntRange(min=0), default=_defaults.random_seed,
               help="Same seed, corpus and options: identical checkpoints.")
 @click.option("--dtype", type=click.Choice(DTYPES), default=_defaults.dtype, help="Floating-point type of training.")
+@workers_option
 @click.pass_context
-def train(ctx, corpus, resume_from, init_from, cache_dir, use_cache, **options):
+def train(ctx, corpus, resume_from, init_from, cache_dir, use_cache, workers, **options):
     """Train a new model on CORPUS, a UTF-8 text file (or, with --init-from, fine-tune a trained one).
 
     Prints a validation line such as `step 400  val loss 1.812 nats/char  2.614 bits/char` every
@@ -231,12 +254,14 @@ def train(ctx, corpus, resume_from, init_from, cache_dir, use_cache, **options):
         placed = _given(ctx, ["checkpoint_dir", "run_name", "init_from"])
         if placed:
             _fail(CharnnError(f"a resumed run continues in its own folder: drop {', '.join('--' + n.replace('_', '-') for n in placed)}"))
+        _launch(workers, _batch_size_of(resume_from))
         _run(lambda bar: train_mod.resume(resume_from, _given(ctx, options), corpus, reporter=bar, cache_dir=cache_dir,
                                           use_cache=use_cache))
         return
     if corpus is None:
         _fail(CharnnError("give the CORPUS to train on (or --resume CHECKPOINT)"))
     o = options
+    _launch(workers, o["batch_size"])
     if o["steps"] is None and o["epochs"] is None and o["time_budget"] is None:
         o["steps"] = DEFAULT_STEPS
     if o["learning_rate"] is None:
@@ -263,16 +288,25 @@ def train(ctx, corpus, resume_from, init_from, cache_dir, use_cache, **options):
 @click.argument("corpus", type=click.Path(path_type=str), required=False)
 @run_options(resuming=True)
 @cache_options
+@workers_option
 @click.pass_context
-def resume(ctx, checkpoint_path, corpus, cache_dir, use_cache, **options):
+def resume(ctx, checkpoint_path, corpus, cache_dir, use_cache, workers, **options):
     """Continue a run exactly where CHECKPOINT (usually its latest.npz) left it.
 
     The settings are the run's own; an option given here replaces one (the change is reported).
     --steps counts the run's total steps. CORPUS defaults to the path the run was trained on; it
-    must be the same text.
+    must be the same text. Any --workers that divides the run's batch size continues it.
     """
+    _launch(workers, _batch_size_of(checkpoint_path))
     _run(lambda bar: train_mod.resume(checkpoint_path, _given(ctx, options), corpus, reporter=bar, cache_dir=cache_dir,
                                       use_cache=use_cache))
+
+
+def _batch_size_of(checkpoint_path: str) -> int:
+    try:
+        return checkpoint.load(checkpoint_path).train_config.batch_size
+    except CharnnError as e:
+        _fail(e)
 
 
 def _find(checkpoint_path: str | None, doing: str) -> str:
@@ -659,8 +693,12 @@ def gradcheck(model, num_layers, hidden_size, seq_length, batch_size, vocab_size
               help="With --corpus-mb: where to write the text and its cache (a text already there of that size is "
                    "reused)  [default: a temporary folder]")
 @click.option("--keep/--no-keep", default=False, help="With --corpus-mb: keep the text and its cache afterwards.")
+@click.option("--workers", type=click.IntRange(min=2), default=None,
+              help="Instead, time a training step in one process against this many data-parallel workers (and "
+                   "PyTorch), with the Allreduce's share and each worker's peak memory, on "
+                   f"{len(bench_workers.REFERENCE)} reference configurations or --model's  [default: off]")
 def bench(model, num_layers, hidden_size, batch_size, seq_length, steps, warmup, rounds, sample, encode_mb, torch_python,
-          json_path, corpus_mb, work_dir, keep):
+          json_path, corpus_mb, work_dir, keep, workers):
     """Measure training and sampling speed, memory and encoding time; print markdown tables.
 
     Each measurement runs in its own process. Beside charnn's figures: the machine's float32
@@ -675,6 +713,10 @@ def bench(model, num_layers, hidden_size, batch_size, seq_length, steps, warmup,
         return
     configs = ([bench_mod.Config(model, num_layers, hidden_size, batch_size, seq_length)] if model
                else [bench_mod.Config(*c) for c in bench_mod.REFERENCE])
+    if workers:
+        _bench_workers([bench_mod.Config(*c) for c in bench_workers.REFERENCE] if not model else configs, workers,
+                       steps, warmup, torch_python, rounds, json_path)
+        return
     try:
         results = bench_mod.run(configs, steps=steps, warmup=warmup, torch_python=torch_python,
                                 sample_cfg=bench_mod.SAMPLE_CONFIG if sample else None,
@@ -685,6 +727,23 @@ def bench(model, num_layers, hidden_size, batch_size, seq_length, steps, warmup,
     if results["torch"] is None:
         click.echo("PyTorch is not installed here: its columns are skipped (see --torch-python)", err=True)
     click.echo(bench_mod.markdown(results))
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
+
+
+def _bench_workers(configs, workers, steps, warmup, torch_python, rounds, json_path):
+    try:
+        results = bench_workers.run(configs, workers, steps=steps, warmup=warmup, torch_python=torch_python,
+                                    rounds=rounds, progress=lambda line: click.echo(line, err=True))
+    except CharnnError as e:
+        _fail(e)
+    except RuntimeError as e:  # a worker process failed: its last line says why
+        _fail(CharnnError(f"a benchmark worker failed: {str(e).strip().splitlines()[-1]}"))
+    if results["torch"] is None:
+        click.echo("PyTorch is not installed here: its columns are skipped (see --torch-python)", err=True)
+    click.echo(bench_workers.markdown(results))
+    click.echo("\n" + scaling.markdown([scaling.calibration(row) for row in results["train"]]))
     if json_path:
         with open(json_path, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)

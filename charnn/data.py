@@ -171,6 +171,11 @@ class BatchStream:
         return inputs, targets, first
 
     @property
+    def drawn(self) -> int:
+        """Batches drawn so far in the run: the next batch's number (masks.py seeds its masks with it)."""
+        return self.epoch * self.windows_per_epoch + self.window
+
+    @property
     def position(self) -> float:
         """Passes over the training split completed so far, fractional."""
         return self.epoch + self.window / self.windows_per_epoch

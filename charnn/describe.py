@@ -50,7 +50,8 @@ def describe(path: str, ckpt: Checkpoint) -> list[str]:
         f"B {tc.batch_size} x T {tc.seq_length}, eval every {tc.eval_every}{subset}, seed {tc.random_seed}; "
         f"limit {', '.join(x for x in limits if x) or 'none'}{extras}",
         f"progress    step {h['step']:,} ({h['step'] / per_epoch:.2f} epochs), training time "
-        f"{schedule.format_duration(h['elapsed_seconds'])}, rollbacks {h['rollbacks']}{scaled}",
+        f"{schedule.format_duration(h['elapsed_seconds'])}, rollbacks {h['rollbacks']}{scaled}; "
+        f"workers {h['workers']}",
     ]
     parent = h["parent"]
     if parent:

@@ -22,7 +22,7 @@ import os
 
 import numpy as np
 
-from charnn import checkpoint, idcache, train
+from charnn import checkpoint, train
 from charnn.config import TrainConfig
 from charnn.data import Vocab
 from charnn.errors import CharnnError
@@ -72,7 +72,7 @@ def fine_tune(checkpoint_path: str, corpus_path, train_config: TrainConfig, mode
         raise CharnnError(f"a fine-tuned model keeps its parent's architecture ({old_config.model}, "
                           f"{old_config.num_layers} layer(s) of {old_config.hidden_size}): drop "
                           f"{', '.join('--' + k.replace('_', '-') for k in changed)}")
-    corpus, source = idcache.load_corpus(corpus_path, cache_dir, use_cache, reporter=reporter)
+    corpus, source = train.load_corpus(corpus_path, cache_dir, use_cache, reporter)
     vocab = Vocab.from_text(parent.vocab.chars + corpus.vocab.chars)
     corpus, source = train.in_vocab(corpus, source, vocab)
     dropout = (model_options or {}).get("dropout", old_config.dropout)

@@ -104,7 +104,9 @@ RUN_STATE = {
                                "inc": Field(_UINT128, "its 128-bit increment")}), "the generator's state"),
         "has_uint32": Field(OneOf(0, 1), "whether half of a 64-bit draw is kept for the next 32-bit one"),
         "uinteger": Field(Whole(0, 2 ** 32 - 1, doc="a whole number from 0 to 2**32 - 1"), "that half"),
-    }), "the run's random generator (dropout masks), as numpy's bit_generator.state gives it"),
+    }), "the run's random generator after initialisation, as numpy's bit_generator.state gives it "
+       "(dropout masks no longer come from it: they follow from train.random_seed and the batch's number, "
+       "masks.py)"),
     "elapsed_seconds": Field(Number(), "training time across resumes"),
     "val_loss": Field(Maybe(Number()), "the validation loss at the last evaluation, nats per character (null before one)"),
     "best_val_loss": Field(Maybe(Number()), "the best validation loss so far (null before an evaluation)"),
@@ -113,6 +115,8 @@ RUN_STATE = {
     "lr_scale": Field(Number(0, 1, above=True), "the learning-rate multiplier, halved by every rollback"),
     "rollbacks": Field(Whole(0), "rollbacks made in all"),
     "recent_losses": Field(ListOf(Number()), "the last training losses, the divergence check's reference"),
+    "workers": Field(Whole(1), "the processes the run's last session trained on (data-parallel ranks, parallel.py)",
+                     absent=1),
     "history": Field(Record({
         "step": Field(ListOf(Whole(0)), "the step of every evaluation, increasing, at most step"),
         "train_loss": Field(ListOf(Maybe(Number())), "the mean of the last training losses before it, at most 50 and "

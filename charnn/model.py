@@ -95,18 +95,20 @@ def zero_state(config: ModelConfig, batch_size: int, dtype="float32") -> dict[st
     return {name: np.zeros((L, batch_size, H), dtype) for name in state_names(config)}
 
 
-def forward(params, config: ModelConfig, inputs, state, targets=None, rng=None):
+def forward(params, config: ModelConfig, inputs, state, targets=None, rng=None, masks=None):
     """Run the model over a batch of windows.
 
     inputs: (T, B) ids;  state: the dict above, each (L, B, H);  targets: (T, B) ids or None;
     rng: a np.random.Generator when training, to draw the dropout masks from (used only when
-    config.dropout > 0); None to evaluate or sample: no dropout, whatever config.dropout says.
+    config.dropout > 0); or masks: (L, T, B, H) masks made before (masks.dropout_masks: the
+    training loop's, the same whichever process owns a stream); neither, to evaluate or sample:
+    no dropout, whatever config.dropout says.
     Returns (logits (T*B, V) with row t*B + b for step t of stream b, loss (mean nats per character,
     None without targets), the final state, and the cache for backward).
     """
     T, B = inputs.shape
     H = config.hidden_size
-    p = config.dropout if rng is not None else 0.0
+    p = config.dropout if rng is not None or masks is not None else 0.0
     new_state = {name: np.empty_like(s) for name, s in state.items()}  # each (L, B, H), like state
     caches = []  # one (input cache, recurrent cache, dropout mask or None) per layer
     x = None  # (T, B, H): the outputs of the layer below
@@ -130,7 +132,7 @@ def forward(params, config: ModelConfig, inputs, state, targets=None, rng=None):
         x = hs[1:]  # (T, B, H), a contiguous view
         mask = None
         if p > 0:  # on the way up (to layer l+1, or to the output layer), not along time
-            x, mask = layers.dropout_forward(x, p, rng)
+            x, mask = layers.dropout_forward(x, p, rng if masks is None else masks[l])
         caches.append((in_cache, rec_cache, mask))
     logits, out_cache = layers.affine_forward(x.reshape(T * B, H), params["Why"], params["by"])
     loss, dlogits = None, None
@@ -194,10 +196,10 @@ def params_order(config: ModelConfig):
     return param_shapes(config).keys()
 
 
-def loss_and_grads(params, config: ModelConfig, inputs, targets, state, rng=None):
-    """Forward and full BPTT over one batch: (loss, grads, final state). rng: as in forward (give it
-    when training with dropout; the gradients are those of the loss with the masks it drew)."""
-    _, loss, new_state, cache = forward(params, config, inputs, state, targets, rng)
+def loss_and_grads(params, config: ModelConfig, inputs, targets, state, rng=None, masks=None):
+    """Forward and full BPTT over one batch: (loss, grads, final state). rng, masks: as in forward
+    (give one when training with dropout; the gradients are those of the loss with those masks)."""
+    _, loss, new_state, cache = forward(params, config, inputs, state, targets, rng, masks)
     return loss, backward(config, cache), new_state
 
 

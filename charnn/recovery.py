@@ -46,8 +46,9 @@ class ReplacedBest:
 class Recovery:
     """The state one update back, and the best the last evaluation replaced: what a rollback needs."""
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str, writes: bool = True):
         self.run_dir = run_dir
+        self.writes = writes  # False: another process of a data-parallel run keeps the files (parallel.py)
         self.params = self.opt_state = None  # copies made once and refilled before every update
         self.step = None  # the step they hold (None: no update made in this session yet)
         self.recent = None  # the training losses as they were then
@@ -67,11 +68,12 @@ class Recovery:
         self.in_a_row = 0
         if self.replaced_best is not None:  # the evaluated step is now the snapshot's: no rollback undoes it
             self.replaced_best = None
-            runs.remove(self.run_dir, runs.PREVIOUS_BEST)
+            if self.writes:
+                runs.remove(self.run_dir, runs.PREVIOUS_BEST)
 
     def new_best(self, state, previous_best: float | None, previous_best_step: int | None) -> None:
         """Called as an evaluation's new best is about to replace best.npz."""
-        had_file = runs.keep_previous_best(self.run_dir)
+        had_file = runs.keep_previous_best(self.run_dir) if self.writes else False
         self.replaced_best = ReplacedBest(state.step, previous_best, previous_best_step, had_file)
 
     def roll_back(self, state, zero_carried: dict) -> bool:
@@ -95,7 +97,8 @@ class Recovery:
             undone = self.replaced_best
             if undone is not None and undone.step > state.step:  # ... nor is the best it set
                 state.best, state.best_step = undone.best, undone.best_step
-                runs.restore_previous_best(self.run_dir, undone.had_file)
+                if self.writes:
+                    runs.restore_previous_best(self.run_dir, undone.had_file)
                 self.replaced_best = None
         state.carried = zero_carried
         state.lr_scale *= 0.5
@@ -104,7 +107,8 @@ class Recovery:
 
     def close(self) -> None:
         """The session ends: what the last evaluation replaced stays replaced."""
-        runs.remove(self.run_dir, runs.PREVIOUS_BEST)
+        if self.writes:
+            runs.remove(self.run_dir, runs.PREVIOUS_BEST)
 
 
 def _copy(arrays: dict) -> dict:

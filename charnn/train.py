@@ -15,8 +15,11 @@ holds the whole RunState, so `resume` continues a run exactly: the same updates,
 long as the limits, which size the learning-rate schedule, stay the same).
 
 The pieces around the loop: limits.py (when the run ends, the learning rate), recovery.py
-(divergence and rollback), reports.py (the lines the user reads). The library never prints: it
-reports to a Reporter (the CLI draws the progress bar from it).
+(divergence and rollback), reports.py (the lines the user reads), masks.py (dropout masks), and
+parallel.py: the same loop runs in each of N processes of a data-parallel run (`--workers N`, or
+mpiexec), each on its block of the streams, with the gradients, the validation loss and the
+decision to stop shared, and rank 0 alone writing; in one process those are no-ops. The library
+never prints: it reports to a Reporter (the CLI draws the progress bar from it).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from charnn import baselines, checkpoint, data, evaluate, idcache, model, optim, reports, runs, sample
+from charnn import baselines, checkpoint, data, evaluate, idcache, masks, model, optim, parallel, reports, runs, sample
 from charnn.config import RESUMABLE, ModelConfig, TrainConfig
 from charnn.decoding import Decoding
 from charnn.errors import CharnnError
@@ -76,7 +79,7 @@ class RunState:
     params: dict[str, np.ndarray]
     opt_state: dict[str, dict[str, np.ndarray]]
     carried: dict[str, np.ndarray]  # recurrent state carried into the next window, each (L, B, H)
-    rng: np.random.Generator  # the run's randomness after initialisation: dropout masks
+    rng: np.random.Generator  # the run's generator after initialisation (kept; dropout masks come from masks.py)
     step: int = 0  # updates applied
     cursor: tuple = (0, 0)  # the batch stream's (completed passes, next window) where the run starts
     elapsed: float = 0.0  # seconds of training, across resumes
@@ -116,8 +119,9 @@ def train(corpus_path, model_config: ModelConfig, train_config: TrainConfig, che
     memory if use_cache is False."""
     config = train_config.validate()
     model_config.validate()  # the vocabulary size is checked again once the text is read
+    parallel.check_divides(config.batch_size, parallel.team().size)
     reporter = reporter or Reporter()
-    corpus, source = idcache.load_corpus(corpus_path, cache_dir, use_cache, reporter=reporter)
+    corpus, source = load_corpus(corpus_path, cache_dir, use_cache, reporter)
     model_config = dataclasses.replace(model_config, vocab_size=corpus.vocab.size).validate()
     rng = np.random.default_rng(config.random_seed)
     params = model.init_params(model_config, rng, config.dtype)
@@ -129,10 +133,13 @@ def new_run(corpus: data.Corpus, source: idcache.Source, model_config: ModelConf
             reporter: Reporter | None = None, parent: dict | None = None, opening_note: str | None = None) -> Result:
     """A run in a new folder from these parameters, with a fresh optimizer and a zero carried state;
     source: where the corpus's ids came from (idcache.load_corpus); rng: the run's generator
-    (dropout masks). parent: the header's record of the checkpoint a fine-tuned run starts from
-    (finetune.py)."""
+    after initialisation, saved with it. parent: the header's record of the checkpoint a fine-tuned
+    run starts from (finetune.py)."""
     data.check_sizes(len(corpus.ids), config.val_frac, config.batch_size, config.seq_length)
-    run_dir, created = make_run_dir(checkpoint_dir, run_name, f"{stem(corpus.path)}-{model_config.model}")
+    team = parallel.team()
+    parallel.check_divides(config.batch_size, team.size)
+    run_dir, created = team.first(
+        lambda: make_run_dir(checkpoint_dir, run_name, f"{stem(corpus.path)}-{model_config.model}"))
     state = RunState(params=params, opt_state=optim.init_state(config.optimizer, params),
                      carried=model.zero_state(model_config, config.batch_size, config.dtype), rng=rng)
     return Training(model_config, config, corpus, source, run_dir, state, reporter, created_dir=created, parent=parent,
@@ -161,9 +168,11 @@ def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None
         names = ", ".join("--" + k.replace("_", "-") for k in fixed)
         raise CharnnError(f"a resumed run cannot change {names} (they define the run); start a new run instead")
     config = dataclasses.replace(old, **changes).validate()
+    team = parallel.team()
+    parallel.check_divides(config.batch_size, team.size)  # any N that divides B resumes any checkpoint
     corpus_path = corpus_path or ckpt.header["corpus"]["path"]
     reporter = reporter or Reporter()
-    corpus, source = idcache.load_corpus(corpus_path, cache_dir, use_cache, reporter=reporter)
+    corpus, source = load_corpus(corpus_path, cache_dir, use_cache, reporter)
     if corpus.sha256 != ckpt.header["corpus"]["sha256"]:
         raise CharnnError(f"{corpus_path} is not the text this run was trained on (its contents changed); "
                           "resuming needs the same corpus: give its path after the checkpoint")
@@ -179,14 +188,28 @@ def resume(checkpoint_path: str, overrides: dict | None = None, corpus_path=None
     time_spent = config.time_budget is not None and state.elapsed >= config.time_budget
     if steps_spent or time_spent:
         raise CharnnError(reports.limit_already_reached(state.step, state.elapsed, steps_spent, time_spent))
-    run_dir, created = os.path.dirname(checkpoint_path) or ".", False
-    branched = _would_overwrite(checkpoint_path, ckpt)
-    if branched:  # continue in a new folder beside it, so nothing newer or foreign is overwritten
-        folder = os.path.abspath(run_dir)
-        run_dir, created = make_run_dir(os.path.dirname(folder), None, f"{os.path.basename(folder)}-from-{state.step}")
+    run_dir, created, branched = team.first(lambda: _run_dir_of(checkpoint_path, ckpt, state.step))
     opening = reports.resuming(checkpoint_path, state.step, old, changes, run_dir if branched else None)
     return Training(ckpt.model_config, config, corpus, source, run_dir, state, reporter, created_dir=created,
                     opening_note=opening, baseline_bits=ckpt.header["baselines"], parent=ckpt.header["parent"]).run()
+
+
+def load_corpus(corpus_path, cache_dir: str | None, use_cache: bool, reporter: Reporter):
+    """idcache.load_corpus; in a data-parallel run, rank 0 first (it may build the id cache, which
+    the others then map) and the others silently."""
+    team = parallel.team()
+    quiet = reporter if team.leader else Reporter()
+    return team.leader_first(lambda: idcache.load_corpus(corpus_path, cache_dir, use_cache, reporter=quiet))
+
+
+def _run_dir_of(checkpoint_path: str, ckpt: checkpoint.Checkpoint, step: int) -> tuple[str, bool, bool]:
+    """(run_dir, created, branched): where a resumed run continues: its checkpoint's folder, or a new
+    folder beside it, so nothing newer or foreign is overwritten."""
+    run_dir = os.path.dirname(checkpoint_path) or "."
+    if not _would_overwrite(checkpoint_path, ckpt):
+        return run_dir, False, False
+    folder = os.path.abspath(run_dir)
+    return *make_run_dir(os.path.dirname(folder), None, f"{os.path.basename(folder)}-from-{step}"), True
 
 
 def in_vocab(corpus: data.Corpus, source: idcache.Source, vocab) -> tuple[data.Corpus, idcache.Source]:
@@ -259,13 +282,18 @@ class Training:
                  run_dir: str, state: RunState, reporter: Reporter | None, created_dir: bool,
                  opening_note: str | None = None, baseline_bits: dict | None = None, parent: dict | None = None):
         self.model_config, self.config, self.run_dir, self.state = model_config, config, run_dir, state
-        self.reporter = reporter or Reporter()
+        self.team = parallel.team()  # this process's share of the run (parallel.py): all of it in one process
+        self.leader = self.team.leader  # rank 0: the one that reports and writes
+        self.reporter = (reporter or Reporter()) if self.leader else Reporter()
         self.opening_note = opening_note
         self.corpus, self.source, self.vocab = corpus, source, corpus.vocab
         self.train_ids, self.val_ids = data.split(corpus.ids, config.val_frac)  # views: nothing is read yet
         self.val_pieces = data.pieces(len(self.val_ids), config.val_chars)  # what every evaluation scores
-        self.stream = data.BatchStream(self.train_ids, config.batch_size, config.seq_length)
+        self.rows = self.team.rows(config.batch_size)  # (b0, b1): the block of streams this process trains on
+        self.weight = (self.rows[1] - self.rows[0]) / config.batch_size  # its share of the batch's mean loss
+        self.stream = data.BatchStream(self.train_ids, config.batch_size, config.seq_length, self.rows)
         self.stream.epoch, self.stream.window = state.cursor
+        state.carried = {name: s[:, self.rows[0]:self.rows[1]].copy() for name, s in state.carried.items()}
         self.limits = Limits(config, self.stream.windows_per_epoch)
         self.run_facts = {  # the header entries that do not change as the run goes on (header.RUN_FACTS)
             "model": model_config.to_dict(), "train": config.to_dict(), "vocab": corpus.vocab.chars,
@@ -275,7 +303,7 @@ class Training:
             "parent": parent,
         }
         self.created_dir = created_dir  # this session made run_dir: remove it if it ends with nothing saved
-        self.recovery = Recovery(run_dir)
+        self.recovery = Recovery(run_dir, writes=self.leader)
         self.session = Session(first_step=state.step)
 
     def run(self) -> Result:
@@ -283,14 +311,16 @@ class Training:
         under way (or the evaluation) finishes, its state is saved, and the session ends."""
         try:
             with ExitStack() as stack:
-                stack.enter_context(runs.locked(self.run_dir))
-                self.metrics = MetricsLog(self.run_dir, self.state.step)
-                stack.callback(self.metrics.close)
+                if self.leader:
+                    stack.enter_context(runs.locked(self.run_dir))
+                self.metrics = MetricsLog(self.run_dir, self.state.step) if self.leader else None
+                stack.callback(lambda: self.metrics and self.metrics.close())
                 stack.callback(self.recovery.close)
                 interrupted = stack.enter_context(_interrupt_flag())
                 status, message = self._loop(interrupted)
         finally:
-            if not runs.holds_checkpoints(self.run_dir):  # a session that saved nothing leaves nothing
+            # A session that saved nothing leaves nothing (rank 0 keeps the files).
+            if self.leader and not runs.holds_checkpoints(self.run_dir):
                 if self.created_dir:
                     shutil.rmtree(self.run_dir)
                 elif self.session.first_step == 0:  # a new run in an empty folder the user gave
@@ -304,13 +334,16 @@ class Training:
         while True:
             self._tick()
             stop = self.limits.reached(state, self.session.step_time, self.session.eval_time)
-            if stop or interrupted():  # a run that reached its limit is done, Ctrl-C or not
-                return self._finish(stop or "interrupted")
+            # A run that reached its limit is done, Ctrl-C or not; every process stops after the same step.
+            stop = self.team.agree(stop or ("interrupted" if interrupted() else None))
+            if stop:
+                return self._finish(stop)
             t0 = time.perf_counter()
-            inputs, targets = self._next_batch()
+            inputs, targets, dropout = self._next_batch()
             lr = self.limits.learning_rate(state)
             loss, grads, carried = model.loss_and_grads(state.params, self.model_config, inputs, targets,
-                                                        state.carried, rng=state.rng)
+                                                        state.carried, masks=dropout)
+            loss, grads = self.team.sum_step(loss, grads, self.weight)  # the whole batch's, on every process
             grad_norm = optim.clip_by_global_norm(grads, config.grad_clip)
             if is_diverging(loss, grad_norm, state.recent):
                 if self.recovery.in_a_row == MAX_ROLLBACKS:
@@ -318,15 +351,26 @@ class Training:
                 self._roll_back(loss)
                 continue
             self._update(grads, carried, loss, lr)
-            self._after_step(loss, grad_norm, lr, inputs.size, time.perf_counter() - t0)
+            self._after_step(loss, grad_norm, lr, self.config.batch_size * self.config.seq_length,
+                             time.perf_counter() - t0)
 
     # -- the step's parts -------------------------------------------------------------------------
 
     def _next_batch(self):
-        inputs, targets, new_pass = self.stream.next()  # each (T, B)
+        """(inputs, targets) of this process's streams, each (T, B'), and their dropout masks
+        (L, T, B', H) or None."""
+        drawn = self.stream.drawn
+        inputs, targets, new_pass = self.stream.next()
         if new_pass:  # a new pass over the text: forget the last one's context
-            self.state.carried = model.zero_state(self.model_config, self.config.batch_size, self.config.dtype)
-        return inputs, targets
+            self.state.carried = self._zero_state()
+        mc = self.model_config
+        dropout = None if mc.dropout == 0 else masks.dropout_masks(
+            self.config.random_seed, drawn, range(*self.rows), mc.num_layers, self.config.seq_length, mc.hidden_size,
+            mc.dropout, self.config.dtype)
+        return inputs, targets, dropout
+
+    def _zero_state(self) -> dict[str, np.ndarray]:
+        return model.zero_state(self.model_config, self.rows[1] - self.rows[0], self.config.dtype)
 
     def _update(self, grads, carried, loss, lr) -> None:
         state = self.state
@@ -346,7 +390,7 @@ class Training:
         self._log_step(loss, grad_norm, chars_per_sec, lr)
         self.reporter.step(Progress(state.step, self._expected_total(), loss, grad_norm, chars_per_sec,
                                     self.stream.position, lr))
-        if config.sample_every and state.step % config.sample_every == 0:
+        if config.sample_every and state.step % config.sample_every == 0 and self.leader:
             self._print_sample()
         if state.step % config.eval_every == 0 or state.step == self.limits.steps:
             self._evaluate_and_save()
@@ -356,13 +400,13 @@ class Training:
     def _roll_back(self, loss: float) -> None:
         state = self.state
         bad_step = state.step + 1  # the update whose loss was bad (it was not applied)
-        zero = model.zero_state(self.model_config, self.config.batch_size, self.config.dtype)
+        zero = self._zero_state()
         undone_step = state.step
         undid_evaluation = self.recovery.roll_back(state, zero)
         if state.step < undone_step:  # an update was undone: so is what it left behind
             if self.session.pending_log:
                 self.session.pending_log.pop()
-            if self.config.keep_every and undone_step % self.config.keep_every == 0:
+            if self.config.keep_every and undone_step % self.config.keep_every == 0 and self.leader:
                 runs.remove(self.run_dir, runs.snapshot_name(undone_step))
         self.session.unsaved_changes += 1
         if undid_evaluation:  # latest.npz is the undone step: replace it now, not only at the end
@@ -382,8 +426,9 @@ class Training:
         if self.opening_note:
             self.reporter.note(self.opening_note)
         self.reporter.note(reports.data(self.corpus, self.source, self.config.batch_size, self.config.seq_length))
+        self.team.sync(self._arrays())  # every process starts from rank 0's parameters and optimizer state
         if self.run_facts["baselines"] is None:
-            self.run_facts["baselines"] = self._baselines()
+            self.run_facts["baselines"] = self.team.first(self._baselines)
         self._warn_if_too_small()
         self._preflight()
         self.session.started, self.session.elapsed_before = time.perf_counter(), self.state.elapsed
@@ -409,7 +454,8 @@ class Training:
     def _evaluate_and_save(self) -> None:
         state = self.state
         t0 = time.perf_counter()
-        state.val_loss = evaluate.mean_loss(state.params, self.model_config, self.val_ids, self.val_pieces)
+        state.val_loss = self.team.mean_loss(state.params, self.model_config, self.val_ids, self.val_pieces)
+        self.team.check_same(self._arrays(), state.step)
         self.session.eval_time = time.perf_counter() - t0
         self._tick()
         train_losses = state.recent[-min(len(state.recent), self.config.eval_every):]
@@ -425,13 +471,20 @@ class Training:
         self.reporter.note(reports.evaluated(state.step, state.val_loss, self.run_facts["baselines"], improved))
         self._metric(event="eval", val_loss=state.val_loss, val_bits=evaluate.bits(state.val_loss), best=improved)
 
+    def _arrays(self) -> list[np.ndarray]:
+        """The parameters and optimizer state: what every process holds alike."""
+        return list(self.state.params.values()) + [a for slot in self.state.opt_state.values() for a in slot.values()]
+
     def _save(self, name: str) -> str:
+        """Write the run's state to name (rank 0, with every process's carried state)."""
         state = self.state
         self._tick()
-        header = dict(self.run_facts, **state.header(self.stream))
+        header = dict(self.run_facts, **state.header(self.stream), workers=self.team.size)
         path = os.path.join(self.run_dir, name)
-        checkpoint.save(path, checkpoint.Checkpoint(header=header, params=state.params, optim_state=state.opt_state,
-                                                    state=state.carried))
+        carried = self.team.gather_rows(state.carried)  # (L, B, H) on rank 0, None elsewhere
+        if self.leader:
+            checkpoint.save(path, checkpoint.Checkpoint(header=header, params=state.params,
+                                                        optim_state=state.opt_state, state=carried))
         if name == LATEST:
             self.session.unsaved_changes = 0
         return path
@@ -477,7 +530,7 @@ class Training:
         times = []
         for _ in range(2):  # the first pass also pays for warming up (allocation, BLAS threads)
             t0 = time.perf_counter()
-            # A dry step: nothing is updated, and no dropout mask is drawn (the run's rng stays as it is).
+            # A dry step: nothing is updated, and no dropout mask is made.
             model.loss_and_grads(state.params, model_config, inputs, targets, state.carried)
             times.append(time.perf_counter() - t0)
         self.session.step_time = min(times)  # the first estimate, for the progress bar's total
@@ -506,6 +559,8 @@ class Training:
             pending.clear()
 
     def _metric(self, **fields) -> None:
+        if not self.leader:
+            return
         state = self.state
         self.metrics.write({"step": state.step, "time": round(state.elapsed, 3),
                             "epoch": round(self.stream.position, 4), "rollbacks": state.rollbacks, **fields})

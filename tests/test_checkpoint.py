@@ -335,7 +335,7 @@ def test_save_writes_exactly_the_described_header(tmp_path, rng):
     checkpoint.save(path, make_checkpoint(rng))
     with np.load(path, allow_pickle=False) as f:
         header = json.loads(str(f["header"]))
-    assert set(header) == set(header_format.FIELDS) - {"baselines", "parent"}
+    assert set(header) == set(header_format.FIELDS) - {"baselines", "parent", "workers"}
     ckpt = make_checkpoint(rng)
     ckpt.header["undescribed"] = 1  # a field nobody described cannot slip into the format
     with pytest.raises(AssertionError):

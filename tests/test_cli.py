@@ -301,13 +301,13 @@ def test_ctrl_c_saves_and_exits_130(workdir):
 
 
 def test_the_resumable_options_are_those_of_the_library():
-    """config.RESUMABLE is the one list: `resume` offers exactly it (and where the corpus's cache is),
-    `train` offers it too."""
+    """config.RESUMABLE is the one list: `resume` offers exactly it (and where the corpus's cache is,
+    and how many processes run it), `train` offers it too."""
     from charnn.cli import _RUN_OPTIONS, resume, train
     from charnn.config import RESUMABLE
     assert set(_RUN_OPTIONS) == set(RESUMABLE)
     resume_options = [p.name for p in resume.params if isinstance(p, click.Option) and p.name != "help"]
-    assert resume_options == list(RESUMABLE) + ["cache_dir", "use_cache"]
+    assert resume_options == list(RESUMABLE) + ["cache_dir", "use_cache", "workers"]
     assert set(RESUMABLE) <= {p.name for p in train.params}
 
 

@@ -55,7 +55,7 @@ def test_the_readme_table_of_the_header_is_the_description_in_the_code():
 
 
 def test_a_valid_header_comes_back_whole(header):
-    assert header_format.validate(header) == dict(header, baselines=None, parent=None)  # absent ones mean null
+    assert header_format.validate(header) == dict(header, baselines=None, parent=None, workers=1)  # absent ones mean null
 
 
 def test_fields_an_older_checkpoint_lacks_mean_what_it_did(header):

@@ -169,8 +169,8 @@ def test_state_is_reset_at_each_pass(tiny_corpus, tmp_path, monkeypatch):
     seen = []
     real = model.loss_and_grads
 
-    def spy(params, config, inputs, targets, state, rng=None):
-        out = real(params, config, inputs, targets, state, rng=rng)
+    def spy(params, config, inputs, targets, state, masks=None):
+        out = real(params, config, inputs, targets, state, masks=masks)
         seen.append((state["h"].copy(), out[2]["h"].copy()))
         return out
     monkeypatch.setattr(model, "loss_and_grads", spy)
