@@ -1,7 +1,7 @@
 """`charnn bench --corpus-mb N`: what a large corpus costs before training starts, and while it runs.
 
 For a text of N MB (English-like prose and Python code with some non-ASCII, written by
-write_corpus), at charnn's default settings (LSTM 2 x 384, B 32, T 64, --val-chars 200,000):
+write_corpus), at charnn's default settings (LSTM 2 x 384, B 32, T 64, --val-chars 150,000):
 - the time from launching `charnn train` to its first training step, on a first run (the id cache
   is built, the baselines fitted) and on a cached run (the cache is checked, the baselines
   remembered);

@@ -27,11 +27,11 @@ RESUMABLE = ("steps", "epochs", "time_budget", "learning_rate", "lr_schedule", "
              "eval_every", "patience", "sample_every", "keep_every")
 DEFAULT_STEPS = 2800  # the limit of `charnn train` when none of --steps, --epochs, --time-budget is given
 # Characters a validation pass scores at most (--val-chars). At the default settings a training
-# step of B x T = 2,048 characters takes as long as scoring 5,100 to 5,700 (measured; `charnn bench
-# --corpus-mb 100` reports it), so the 400 steps between two evaluations are worth about 2 M scored
-# characters: 200,000 keeps an evaluation near a tenth of the training time, and still scores tiny
-# shakespeare's 111,539 validation characters whole.
-DEFAULT_VAL_CHARS = 200_000
+# step of B x T = 2,048 characters takes as long as scoring 4,300 to 5,700 (measured; `charnn bench
+# --corpus-mb 100` reports it), so the 400 steps between two evaluations are worth 1.7 to 2.3 M
+# scored characters: 150,000 keeps an evaluation under a tenth of the training time (200,000 measured
+# 9.7% to 11.5% of it), and still scores tiny shakespeare's 111,539 validation characters whole.
+DEFAULT_VAL_CHARS = 150_000
 
 
 def setting(default, rule: Rule, text: str, absent=REQUIRED):
