@@ -578,7 +578,8 @@ def explain(ctx, checkpoint_path, text_file, output, offset, max_chars, finds, t
     Characters the model never saw are named and left out, as `charnn eval` does.
     """
     try:
-        ckpt = checkpoint.load(_find(checkpoint_path, "explaining with"))
+        checkpoint_path = _find(checkpoint_path, "explaining with")  # a run folder: its best.npz (metrics.jsonl beside it)
+        ckpt = checkpoint.load(checkpoint_path)
         config = ckpt.model_config
         where = explain_mod.parse_unit(unit, config) if unit is not None else None
         if unit is not None and not terminal:

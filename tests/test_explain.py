@@ -222,6 +222,15 @@ def test_the_page_is_self_contained(explain_run, tmp_path):
     assert d["training"]["val"] and d["training"]["train"]  # metrics.jsonl beside the checkpoint
 
 
+def test_a_run_folder_given_shows_its_training_curves(explain_run, tmp_path):
+    ckpt_path, text = explain_run
+    out = tmp_path / "page.html"
+    r = run("explain", ckpt_path.parent, text, "-o", out, "--max-chars", 50)  # the folder: its best.npz is used
+    assert r.exit_code == 0, r.stderr
+    d = page_json(out.read_text(encoding="utf-8"))
+    assert d["checkpoint"] == "r/best.npz" and d["training"]["val"] and d["training"]["train"]
+
+
 def test_quantise_round_trip(rng):
     a = rng.uniform(-1, 1, size=(50, 3)).astype(np.float32)
     q = explain_views.quantise(a, -1.0, 1.0)
