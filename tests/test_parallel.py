@@ -236,6 +236,8 @@ def test_mpich_failure_banner_becomes_one_line():
     interrupted = launch._Seen()
     assert not interrupted.read("Abort(130) on node 0 (rank 0 in comm 0): application called MPI_Abort(...)")
     assert interrupted.failure() is None  # Ctrl-C: the ranks said what they saved
+    assert not any(interrupted.read(f"[mpiexec@vm] {line}") for line in (  # hydra's, on stdout
+        "Sending Ctrl-C to processes as requested", "Press Ctrl-C again to force abort"))
     crashed = launch._Seen()
     crashed.read("Abort(1) on node 1 (rank 1 in comm 0): application called MPI_Abort(MPI_COMM_WORLD, 1) - process 1")
     assert crashed.failure() == "rank 1 failed (exit status 1)"
