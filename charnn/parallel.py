@@ -12,7 +12,9 @@ applies the same update to its own copy of the parameters. What else they share:
 - State: parameters and optimizer state are broadcast from rank 0 when a session starts (new or
   resumed), and compared (a digest of their bytes) at every evaluation: a mismatch ends the run.
 - Decisions: the time budget and Ctrl-C are local facts, so the reason to stop is agreed with one
-  small reduction (MAX of a code) before every step; every rank stops after the same step. Patience
+  small reduction (MAX of a code) before every step; every rank stops after the same step. The
+  same reduction gives every rank the same training time (the longest), from which a run with a
+  time budget takes its learning rate: with each rank's own clock the updates would differ. Patience
   and divergence need nothing: they follow from identical losses and histories.
 - Evaluation: each rank scores a block of the validation pieces; the sums are added up.
 - Files: rank 0 alone writes (checkpoints, metrics, the run folder, the id cache's baselines); it
@@ -117,9 +119,11 @@ class Solo:
         """evaluate.mean_loss of pieces of ids, each rank scoring a block of the pieces."""
         return evaluate.mean_loss(params, config, ids, pieces)
 
-    def agree(self, reason: str | None) -> str | None:
-        """The reason to stop that every rank applies (REASONS), from each rank's own."""
-        return reason
+    def agree(self, reason: str | None, elapsed: float) -> tuple[str | None, float]:
+        """(the reason to stop that every rank applies (REASONS), from each rank's own; the run's
+        training time every rank uses, the longest of theirs). The time sets the learning rate of a
+        run with a time budget (limits.fraction_done), which must be the same on every rank."""
+        return reason, elapsed
 
     def check_same(self, arrays: list[np.ndarray], step: int) -> None:
         """Raise CharnnError unless every rank holds the same arrays."""
@@ -196,10 +200,10 @@ class Workers(Solo):
         self.comm.Allreduce(self.MPI.IN_PLACE, total, op=self.MPI.SUM)
         return float(total[0]) / pieces.predicted
 
-    def agree(self, reason):
-        code = np.array([REASONS.index(reason)], np.int32)
-        self.comm.Allreduce(self.MPI.IN_PLACE, code, op=self.MPI.MAX)
-        return REASONS[int(code[0])]
+    def agree(self, reason, elapsed):
+        both = np.array([REASONS.index(reason), elapsed], np.float64)  # the code is a small integer: exact
+        self.comm.Allreduce(self.MPI.IN_PLACE, both, op=self.MPI.MAX)
+        return REASONS[int(both[0])], float(both[1])
 
     def check_same(self, arrays, step):
         digest = hashlib.blake2b(digest_size=16)

@@ -335,7 +335,8 @@ class Training:
             self._tick()
             stop = self.limits.reached(state, self.session.step_time, self.session.eval_time)
             # A run that reached its limit is done, Ctrl-C or not; every process stops after the same step.
-            stop = self.team.agree(stop or ("interrupted" if interrupted() else None))
+            # The same training time on every process, too: a time budget's learning rate follows it.
+            stop, state.elapsed = self.team.agree(stop or ("interrupted" if interrupted() else None), state.elapsed)
             if stop:
                 return self._finish(stop)
             t0 = time.perf_counter()

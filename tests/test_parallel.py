@@ -190,6 +190,20 @@ def test_a_killed_worker_ends_the_job_with_one_line_and_the_checkpoints_intact(t
     assert resumed.status == "done"
 
 
+def test_a_time_budget_keeps_the_workers_in_step(tmp_path):
+    """The learning rate of a run with a time budget follows the training time, which each rank
+    measures on its own clock: the ranks must use one time, or their updates differ and the first
+    evaluation ends the run ("the workers fell out of step")."""
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(TINY_TEXT, encoding="utf-8")
+    r = run_limited([sys.executable, "-m", "charnn", "train", str(corpus), "--workers", "2", "--model", "rnn",
+                     "--hidden-size", "8", "--num-layers", "1", "--batch-size", "4", "--seq-length", "8",
+                     "--time-budget", "2", "--eval-every", "10", "--checkpoint-dir", str(tmp_path / "ck"),
+                     "--run-name", "r", "--dropout", "0"])
+    assert r.returncode == 0 and "the time budget is spent" in r.stderr, r.stderr[-2000:]
+    assert checkpoint.load(str(tmp_path / "ck" / "r" / "latest.npz")).header["step"] > 10
+
+
 def test_a_worker_count_that_does_not_divide_the_batch_is_refused_before_any_rank_starts(tmp_path, monkeypatch):
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(TINY_TEXT, encoding="utf-8")
