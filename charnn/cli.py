@@ -181,12 +181,13 @@ def workers_option(f):
                              f"B/N of the streams; needs {parallel.INSTALL}); N must divide --batch-size.")(f)
 
 
-def _launch(workers: int, batch_size: int) -> None:
-    """With --workers N > 1: run this command as N MPI ranks (launch.py) and exit with its status."""
+def _launch(workers: int, batch_size) -> None:
+    """With --workers N > 1: run this command as N MPI ranks (launch.py) and exit with its status.
+    batch_size: B, or a function that gives it (a resumed run's, read from its checkpoint only then)."""
     if workers == 1:
         return
     try:
-        parallel.check_divides(batch_size, workers)
+        parallel.check_divides(batch_size() if callable(batch_size) else batch_size, workers)
         launch.check_available()
         status = launch.run(sys.argv[1:], workers)
     except CharnnError as e:
@@ -254,7 +255,7 @@ def train(ctx, corpus, resume_from, init_from, cache_dir, use_cache, workers, **
         placed = _given(ctx, ["checkpoint_dir", "run_name", "init_from"])
         if placed:
             _fail(CharnnError(f"a resumed run continues in its own folder: drop {', '.join('--' + n.replace('_', '-') for n in placed)}"))
-        _launch(workers, _batch_size_of(resume_from))
+        _launch(workers, lambda: _batch_size_of(resume_from))
         _run(lambda bar: train_mod.resume(resume_from, _given(ctx, options), corpus, reporter=bar, cache_dir=cache_dir,
                                           use_cache=use_cache))
         return
@@ -297,7 +298,7 @@ def resume(ctx, checkpoint_path, corpus, cache_dir, use_cache, workers, **option
     --steps counts the run's total steps. CORPUS defaults to the path the run was trained on; it
     must be the same text. Any --workers that divides the run's batch size continues it.
     """
-    _launch(workers, _batch_size_of(checkpoint_path))
+    _launch(workers, lambda: _batch_size_of(checkpoint_path))
     _run(lambda bar: train_mod.resume(checkpoint_path, _given(ctx, options), corpus, reporter=bar, cache_dir=cache_dir,
                                       use_cache=use_cache))
 
