@@ -88,7 +88,10 @@ def _asset(name: str) -> str:
 def page(ex: Explanation) -> str:
     """The self-contained HTML page."""
     data = json.dumps(page_data(ex), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    data = data.replace("</", "<\\/")  # no "</script>" inside the data block
+    # No "<" in the data block at all (JSON has it only inside strings, where \u003c is the same
+    # character): "</script>" would end the block, and "<!--" then "<script" (a --find for HTML
+    # comments, say) would make the browser read the block's own "</script>" as text.
+    data = data.replace("<", "\\u003c")
     title = html.escape(f"charnn explain: {os.path.basename(ex.file)}")
     out = _asset("explain_page.html")
     for mark, text in (("/*CSS*/", _asset("explain_page.css")), ("/*JS*/", _asset("explain_page.js")),

@@ -231,6 +231,17 @@ def test_a_run_folder_given_shows_its_training_curves(explain_run, tmp_path):
     assert d["checkpoint"] == "r/best.npz" and d["training"]["val"] and d["training"]["train"]
 
 
+def test_the_data_block_holds_no_markup(explain_run, tmp_path):
+    """Strings the page carries (a --find pattern, the file's name) cannot end or escape its
+    data block: "<!--" and "<script" in the data would make the block swallow the page's script."""
+    ckpt_path, text = explain_run
+    ex = explain.explain(str(ckpt_path), checkpoint.load(str(ckpt_path)), str(text), max_chars=100)
+    ex.found["/<!--|<script>|</script>/"] = ex.found["line position"]
+    html = explain_views.page(ex)
+    block = re.search(r'<script id="data" type="application/json">(.*?)</script>', html, re.S).group(1)
+    assert "<" not in block and "/<!--|<script>|</script>/" in page_json(html)["found"]
+
+
 def test_quantise_round_trip(rng):
     a = rng.uniform(-1, 1, size=(50, 3)).astype(np.float32)
     q = explain_views.quantise(a, -1.0, 1.0)
