@@ -48,8 +48,8 @@ class Explanation:
     offset: int  # of the first shown character in FILE, in characters
     ids: np.ndarray  # (N,) the shown characters' ids
     bits: np.ndarray  # (N,) float64 surprisal -log2 p(char t | chars before it); nan at t = 0
-    top_ids: np.ndarray  # (N, TOP) the model's most likely characters at t, best first; row 0 unused
-    top_p: np.ndarray  # (N, TOP) their probabilities
+    top_ids: np.ndarray  # (N, K) the model's K = min(TOP, V) most likely characters at t, best first; row 0 unused
+    top_p: np.ndarray  # (N, K) their probabilities
     acts: dict[str, np.ndarray]  # "l{l}.{channel}" -> (N, H) float32, model.CHANNELS
     saturation: dict[str, np.ndarray]  # "l{l}.{gate}" -> (2, H): fractions of t left / right saturated
     patterns: dict[str, np.ndarray]  # pattern name -> (N,) float64 values (a 0/1 mask, or line position)
@@ -89,12 +89,14 @@ def read_stretch(path: str, vocab: Vocab, offset: int, max_chars: int) -> tuple[
 def run(params, config, ids: np.ndarray):
     """The model over ids (N,) as one stream from a zero state, CHUNK steps per forward call.
 
-    Returns (bits (N,), top_ids (N, TOP), top_p (N, TOP), acts {"l{l}.{channel}": (N, H) float32}).
+    Returns (bits (N,), top_ids (N, K), top_p (N, K), acts {"l{l}.{channel}": (N, H) float32}),
+    K = min(TOP, V): a vocabulary of fewer than TOP characters has only V guesses to show.
     """
     N, H = len(ids), config.hidden_size
+    K = min(TOP, params["Why"].shape[1])
     bits = np.full(N, np.nan)
-    top_ids = np.zeros((N, TOP), np.int64)
-    top_p = np.zeros((N, TOP))
+    top_ids = np.zeros((N, K), np.int64)
+    top_p = np.zeros((N, K))
     acts = {}
     state = model.zero_state(config, 1, params["Why"].dtype)
     for t0 in range(0, N, CHUNK):
@@ -105,9 +107,9 @@ def run(params, config, ids: np.ndarray):
         log_p = layers.log_softmax(logits.astype(np.float64))  # (w, V): row j predicts character t0+j+1
         n = min(len(chunk), N - 1 - t0)  # rows whose next character is in the text
         bits[t0 + 1:t0 + 1 + n] = -log_p[np.arange(n), ids[t0 + 1:t0 + 1 + n]] / math.log(2)
-        best = np.argsort(-log_p[:n], axis=1, kind="stable")[:, :TOP]  # (n, TOP)
-        top_ids[t0 + 1:t0 + 1 + n, :best.shape[1]] = best
-        top_p[t0 + 1:t0 + 1 + n, :best.shape[1]] = np.exp(np.take_along_axis(log_p[:n], best, axis=1))
+        best = np.argsort(-log_p[:n], axis=1, kind="stable")[:, :K]  # (n, K)
+        top_ids[t0 + 1:t0 + 1 + n] = best
+        top_p[t0 + 1:t0 + 1 + n] = np.exp(np.take_along_axis(log_p[:n], best, axis=1))
     return bits, top_ids, top_p, acts
 
 

@@ -90,6 +90,15 @@ def test_activations_equal_an_independent_forward_pass(kind, rng):
     np.testing.assert_allclose(top_p[1:], np.sort(p[:-1], axis=1)[:, ::-1][:, :5], rtol=1e-6)
 
 
+def test_a_vocabulary_smaller_than_five_shows_only_its_own_guesses(rng):
+    config = ModelConfig(model="rnn", hidden_size=4, num_layers=1, vocab_size=3, dropout=0.0)
+    params, _ = random_params_and_state(config, rng, 1)
+    _, top_ids, top_p, _ = explain.run(params, config, rng.integers(0, 3, size=20))
+    assert top_ids.shape == top_p.shape == (20, 3)  # no padding with character 0 at 0%
+    assert all(sorted(row) == [0, 1, 2] for row in top_ids[1:])
+    np.testing.assert_allclose(top_p[1:].sum(axis=1), 1.0)
+
+
 def test_gate_saturation_fractions(rng):
     acts = {"l0.o": np.array([[0.05, 0.5], [0.95, 0.5], [0.02, 0.99], [0.5, 0.91]])}  # (N=4, H=2)
     acts.update({"l0.i": acts["l0.o"], "l0.f": acts["l0.o"]})
