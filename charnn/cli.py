@@ -710,6 +710,8 @@ def bench(model, num_layers, hidden_size, batch_size, seq_length, steps, warmup,
     """
     if json_path and not os.path.isdir(os.path.dirname(os.path.abspath(json_path))):
         _fail(CharnnError(f"--json {json_path}: its folder does not exist"))
+    if corpus_mb is not None and workers:
+        _fail(CharnnError("--corpus-mb and --workers are two different benchmarks: give one of them"))
     if corpus_mb is not None:
         _bench_corpus(corpus_mb, work_dir, keep, json_path)
         return

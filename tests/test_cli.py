@@ -240,6 +240,12 @@ def test_bad_time_budget(workdir):
     assert r.exit_code == 2 and "Invalid value for '--time-budget'" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_bench_refuses_two_benchmarks_at_once(workdir):
+    r = run("bench", "--corpus-mb", 1, "--workers", 2)
+    assert r.exit_code == 1 and "--corpus-mb and --workers are two different benchmarks" in r.stderr
+    assert "Traceback" not in r.stderr and [p.name for p in workdir.iterdir()] == ["tiny.txt"]  # nothing written
+
+
 def test_bench_runs_on_a_tiny_configuration(workdir):
     """Not a timing test: the benchmark runs end to end and reports what it measured."""
     from charnn import bench as bench_mod
