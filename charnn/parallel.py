@@ -213,7 +213,8 @@ class Workers(Solo):
         differ = [r for r, d in enumerate(digests) if d != digests[0]]
         if differ:
             raise CharnnError(f"after step {step} the parameters of rank(s) {', '.join(map(str, differ))} differ "
-                              "from rank 0's: the workers fell out of step; resume from the run's latest.npz")
+                              "from rank 0's: the workers fell out of step; resume from the run's latest.npz (if it has "
+                              "one yet), or start the run again")
 
     def gather_rows(self, blocks):
         gathered = self.comm.gather(blocks, root=0)
