@@ -609,12 +609,21 @@ def explain(ctx, checkpoint_path, text_file, output, offset, max_chars, finds, t
 
 
 def _write(path: str, write) -> None:
-    """write(f) into the text file at path; a CharnnError if it cannot be written."""
+    """write(f) into the text file at path, whole or not at all: into a temporary file beside it,
+    renamed over path when done, so a failure half-way (a full disk, an error) leaves whatever was
+    at path before. A CharnnError if it cannot be written."""
+    tmp = None
     try:
-        with open(path, "w", encoding="utf-8") as f:
+        fd, tmp = checkpoint.create_temporary(os.path.dirname(os.path.abspath(path)), ".part")
+        with open(fd, "w", encoding="utf-8") as f:
             write(f)
+        os.replace(tmp, path)
+        tmp = None
     except OSError as e:
         raise CharnnError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        if tmp is not None:
+            os.unlink(tmp)
 
 
 @cli.command(name="corpus")

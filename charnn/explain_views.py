@@ -126,8 +126,10 @@ def write_json(ex: Explanation, f) -> None:
     f.write(head[:-1] + ', "activations": {')
     for n, (key, a) in enumerate(ex.acts.items()):
         f.write(f'{", " if n else ""}"{key}": [')
+        has_nan = bool(np.isnan(a).any())  # a diverged model's: null, as JSON has no NaN
         for t, row in enumerate(np.round(a.astype(np.float64), 4)):
-            f.write(("," if t else "") + json.dumps(row.tolist()))
+            values = [None if v != v else v for v in row.tolist()] if has_nan else row.tolist()
+            f.write(("," if t else "") + json.dumps(values, allow_nan=False))
         f.write("]")
     f.write("}}")
 

@@ -251,6 +251,35 @@ def test_the_data_block_holds_no_markup(explain_run, tmp_path):
     assert "<" not in block and "/<!--|<script>|</script>/" in page_json(html)["found"]
 
 
+def test_an_output_that_fails_half_way_leaves_the_file_that_was_there(tmp_path):
+    from charnn import cli
+    from charnn.errors import CharnnError
+    target = tmp_path / "report.html"
+    target.write_text("the old page")
+
+    def half(f):
+        f.write("half a new page")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(CharnnError, match="cannot write .*No space left on device"):
+        cli._write(str(target), half)
+    assert target.read_text() == "the old page" and [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    cli._write(str(target), lambda f: f.write("the new page"))
+    assert target.read_text() == "the new page" and [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_json_writes_a_nan_activation_as_null(explain_run, tmp_path):
+    ckpt_path, text = explain_run
+    ckpt = checkpoint.load(str(ckpt_path))
+    ex = explain.explain(str(ckpt_path), ckpt, str(text), max_chars=50)
+    ex.acts["l0.h"][3, 2] = np.nan
+    out = tmp_path / "x.json"
+    with open(out, "w", encoding="utf-8") as f:
+        explain_views.write_json(ex, f)
+    d = json.loads(out.read_text())  # strict JSON: Python's parser takes NaN, so check the text too
+    assert d["activations"]["l0.h"][3][2] is None and "NaN" not in out.read_text()
+
+
 def test_quantise_round_trip(rng):
     a = rng.uniform(-1, 1, size=(50, 3)).astype(np.float32)
     q = explain_views.quantise(a, -1.0, 1.0)
