@@ -29,10 +29,11 @@ from charnn.errors import CharnnError
 from charnn.parallel import INSTALL
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-# MPICH's lines about a failed job (hydra's banner, MPI_Abort's note): replaced by one line of ours;
-# and hydra's own lines on a Ctrl-C (on its stdout, where generated text alone belongs): the ranks
-# say what they saved.
-NOISE = re.compile(r"^(=+|=  .*|YOUR APPLICATION TERMINATED.*|This typically refers to a problem.*|"
+# MPICH's lines about a failed job (hydra's banner, whose rules are exactly 83 "=", and MPI_Abort's
+# note), replaced by one line of ours, and hydra's own lines on a Ctrl-C (on its stdout, where
+# generated text alone belongs): the ranks say what they saved. A rank's own line of "=" of another
+# length (a sample's underline) is shown.
+NOISE = re.compile(r"^(={83}|=  .*|YOUR APPLICATION TERMINATED.*|This typically refers to a problem.*|"
                    r"Please see the FAQ page.*|Abort\(\d+\) on node \d+.*|"
                    r"\[mpiexec@[^\]]*\] (Sending Ctrl-C to processes|Press Ctrl-C again).*|\s*)$")
 BANNER_EXIT = re.compile(r"=\s+PID \d+ RUNNING AT .*|=\s+EXIT CODE: (\d+)")

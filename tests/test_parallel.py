@@ -240,13 +240,14 @@ def test_the_ranks_command_line():
 
 def test_mpich_failure_banner_becomes_one_line():
     seen = launch._Seen()
-    banner = ["", "=" * 40, "=   BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES", "=   PID 1 RUNNING AT vm",
-              "=   EXIT CODE: 9", "=   CLEANING UP REMAINING PROCESSES", "=" * 40,
+    banner = ["", "=" * 83, "=   BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES", "=   PID 1 RUNNING AT vm",
+              "=   EXIT CODE: 9", "=   CLEANING UP REMAINING PROCESSES", "=" * 83,  # as MPICH 5 prints it
               "YOUR APPLICATION TERMINATED WITH THE EXIT STRING: Killed (signal 9)",
               "This typically refers to a problem with your application.",
               "Please see the FAQ page for debugging suggestions"]
     shown = [line for line in banner if seen.read(line)]
     assert shown == [""] and seen.failure() == "a worker was killed (signal 9)"
+    assert all(launch._Seen().read(line) for line in ("=====", "=" * 40, "==  a title  =="))  # a rank's own lines
     interrupted = launch._Seen()
     assert not interrupted.read("Abort(130) on node 0 (rank 0 in comm 0): application called MPI_Abort(...)")
     assert interrupted.failure() is None  # Ctrl-C: the ranks said what they saved
