@@ -200,12 +200,14 @@ def correlations(acts: dict, values: np.ndarray) -> tuple[list[str], np.ndarray]
     """(keys, r (K, H)): the Pearson correlation of every unit of every channel with values (N,).
     A unit that never changes gets r = 0."""
     keys = list(acts)
-    a = np.stack([acts[k] for k in keys]).astype(np.float64)  # (K, N, H)
-    a -= a.mean(axis=1, keepdims=True)
     v = values - values.mean()  # (N,)
-    norm = np.sqrt((a * a).sum(axis=1)) * np.sqrt(v @ v)  # (K, H)
-    cov = np.einsum("knh,n->kh", a, v)
-    return keys, np.divide(cov, norm, out=np.zeros_like(cov), where=norm > 0)
+    r = np.zeros((len(keys), next(iter(acts.values())).shape[1]))  # (K, H)
+    for i, key in enumerate(keys):  # a channel at a time: float64 copies of one (N, H), not of all K
+        a = acts[key].astype(np.float64)  # (N, H)
+        a -= a.mean(axis=0)
+        norm = np.sqrt(np.einsum("nh,nh->h", a, a)) * np.sqrt(v @ v)  # (H,)
+        np.divide(v @ a, norm, out=r[i], where=norm > 0)
+    return keys, r
 
 
 def find_units(acts: dict, values: np.ndarray, keep: int = FOUND) -> list[tuple[str, int, float]]:

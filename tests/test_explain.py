@@ -126,6 +126,19 @@ def test_the_finder_ranks_a_planted_unit_first(rng):
     assert explain._line_position("ab\ncd")[3:].tolist() == [0, 1] and explain._line_position("ab\ncd")[2] == 2
 
 
+def test_correlations_are_pearsons_r_of_every_unit(rng):
+    acts = {"l0.h": rng.standard_normal((50, 3)).astype(np.float32),
+            "l0.c": rng.standard_normal((50, 3)).astype(np.float32)}
+    acts["l0.c"][:, 1] = 0.25  # a unit that never changes: r = 0, not nan
+    values = rng.standard_normal(50) + acts["l0.h"][:, 2]
+    keys, r = explain.correlations(acts, values)
+    assert keys == ["l0.h", "l0.c"] and r.shape == (2, 3) and r[1, 1] == 0
+    for k, key in enumerate(keys):
+        for u in range(3):
+            if (k, u) != (1, 1):
+                np.testing.assert_allclose(r[k, u], np.corrcoef(acts[key][:, u], values)[0, 1], rtol=1e-6)
+
+
 def test_built_in_patterns():
     text = 'a "b c" (d [e]) f\ng'
     inside = explain.regex_mask(r'"[^"\n]*"', text)
