@@ -111,7 +111,7 @@ def time_startup(corpus: str, cache_dir: str, checkpoint_dir: str, launched: flo
 def time_evaluation(corpus: str, cache_dir: str) -> dict:
     """At the default settings on the corpus: one periodic evaluation (the --val-chars subset of the
     validation split), and the median time of a training step."""
-    from charnn import data, evaluate, idcache, model, optim
+    from charnn import data, evaluate, idcache, masks, model, optim
 
     corpus_, _ = idcache.load_corpus(corpus, cache_dir)
     tc = TrainConfig(steps=DEFAULT_STEPS)
@@ -125,8 +125,11 @@ def time_evaluation(corpus: str, cache_dir: str) -> dict:
     times = []
     for k in range(STEP_ROUNDS + 2):
         t0 = time.perf_counter()
+        drawn = stream.drawn
         inputs, targets, _ = stream.next()
-        _, grads, state = model.loss_and_grads(params, mc, inputs, targets, state, rng=rng)
+        dropout = masks.dropout_masks(tc.random_seed, drawn, range(tc.batch_size), mc.num_layers, tc.seq_length,
+                                      mc.hidden_size, mc.dropout, tc.dtype)  # as the training loop makes them
+        _, grads, state = model.loss_and_grads(params, mc, inputs, targets, state, masks=dropout)
         optim.clip_by_global_norm(grads, tc.grad_clip)
         optim.update(tc.optimizer, params, grads, opt, tc.learning_rate, k + 1)
         times.append(time.perf_counter() - t0)
