@@ -741,8 +741,7 @@ def bench(model, num_layers, hidden_size, batch_size, seq_length, steps, warmup,
         click.echo("PyTorch is not installed here: its columns are skipped (see --torch-python)", err=True)
     click.echo(bench_mod.markdown(results))
     if json_path:
-        with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
+        _write_json(json_path, results)
 
 
 def _bench_workers(configs, workers, steps, warmup, torch_python, rounds, json_path):
@@ -758,8 +757,15 @@ def _bench_workers(configs, workers, steps, warmup, torch_python, rounds, json_p
     click.echo(bench_workers.markdown(results))
     click.echo("\n" + scaling.markdown([scaling.calibration(row) for row in results["train"]]))
     if json_path:
-        with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
+        _write_json(json_path, results)
+
+
+def _write_json(json_path: str, results: dict) -> None:
+    """A benchmark's --json: written whole or not at all (_write)."""
+    try:
+        _write(json_path, lambda f: json.dump(results, f, indent=1))
+    except CharnnError as e:
+        _fail(e)
 
 
 def _bench_corpus(corpus_mb, work_dir, keep, json_path):
@@ -771,8 +777,7 @@ def _bench_corpus(corpus_mb, work_dir, keep, json_path):
         _fail(CharnnError(f"a benchmark worker failed: {str(e).strip().splitlines()[-1]}"))
     click.echo(bench_corpus.markdown(results))
     if json_path:
-        with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
+        _write_json(json_path, results)
 
 
 def main():
