@@ -46,6 +46,7 @@ KEY_BITS = 64  # keys are uint64
 # 1.842. 10 M keeps a first run's memory within its bound (400 MB beyond the model) with room to
 # spare. Tiny shakespeare's 1,003,855 training characters are all used.
 FIT_CHARS = 10_000_000
+ORDER = 5  # the n-gram baseline's order: training's and charnn explain's
 
 
 class NgramBits(NamedTuple):
@@ -115,7 +116,7 @@ def ngram_keys(ids: np.ndarray, vocab_size: int, max_n: int) -> Iterator[tuple[i
         keys = keys[:-1] * V + ids[n:]  # (N - n,)
 
 
-def fit_ngram(train_ids: np.ndarray, vocab_size: int, order: int = 5, progress=None) -> NgramModel:
+def fit_ngram(train_ids: np.ndarray, vocab_size: int, order: int = ORDER, progress=None) -> NgramModel:
     """Count the 2- to order-grams of train_ids (N,). order is lowered to max_order(V) if higher.
     progress(1) is called after each order."""
     _check_ids(train_ids, vocab_size)
@@ -187,7 +188,7 @@ def next_char_probs(model: NgramModel, history: np.ndarray) -> np.ndarray:
     return p
 
 
-def ngram_bits(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int, order: int = 5) -> NgramBits:
+def ngram_bits(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int, order: int = ORDER) -> NgramBits:
     """Mean bits per character of all of val_ids (M,), M >= 1, under the interpolated Witten-Bell
     model of train_ids (N,), and the order used (lowered if V**order does not fit in a uint64).
 
@@ -200,7 +201,7 @@ def ngram_bits(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int, orde
     return NgramBits(float(-np.mean(np.log2(p))), model.order)
 
 
-def baselines(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int, order: int = 5,
+def baselines(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int, order: int = ORDER,
               pieces: data.Pieces | None = None, fit_chars: int | None = None, progress=None) -> dict:
     """Both baselines, as plain JSON values for a checkpoint header: {"unigram_bits", "ngram_bits",
     "ngram_order", "fit_chars", "scored_chars"}.
@@ -225,7 +226,7 @@ def baselines(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int, order
             "ngram_order": model.order, "fit_chars": len(fit), "scored_chars": pieces.predicted}
 
 
-def work_units(vocab_size: int, order: int = 5) -> int:
+def work_units(vocab_size: int, order: int = ORDER) -> int:
     """How many progress(1) calls baselines() makes: one per n-gram order fitted, one for scoring."""
     return min(order, max_order(vocab_size))
 

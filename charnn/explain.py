@@ -33,7 +33,6 @@ from charnn.runs import METRICS
 MAX_CHARS = 1000  # default characters shown: a 2 x 384 LSTM's page stays a few MB (explain_views.LEVELS)
 CHUNK = 256  # steps per forward call: the caches of a long text are never all in memory at once
 TOP = 5  # guesses shown under each character, as Karpathy's figure
-NGRAM_ORDER = 5  # the baseline's order, as training's
 SATURATED = (0.1, 0.9)  # a gate is left- / right-saturated below / above these (Karpathy et al. 2015)
 FOUND = 10  # units the Finder keeps per pattern
 SIGMOID_GATES = {"lstm": "oif", "gru": "rz", "rnn": ""}  # the gates that saturate at 0 and 1
@@ -58,7 +57,7 @@ class Explanation:
     unknown: str = ""  # those characters, distinct and sorted
     ngram_bits: np.ndarray | None = None  # (N,) the n-gram baseline's surprisal, nan at 0; None: no text
     unigram_bits: np.ndarray | None = None  # (N,) the add-one unigram's
-    ngram_order: int = NGRAM_ORDER
+    ngram_order: int = baselines.ORDER
     ngram_note: str = ""  # what the baselines were fitted on, or why there are none
     header: dict = field(default_factory=dict)  # the checkpoint's header (baselines, validation)
     metrics: list = field(default_factory=list)  # metrics.jsonl's train and eval records, if found
@@ -233,7 +232,7 @@ def ngram_surprisal(header: dict, vocab: Vocab, ids: np.ndarray, corpus_path: st
     except CharnnError as e:
         if corpus_path:
             raise
-        return None, None, NGRAM_ORDER, f"no n-gram baseline: the training text is not readable ({e})"
+        return None, None, baselines.ORDER, f"no n-gram baseline: the training text is not readable ({e})"
     lut = corpus.vocab.ids_in(vocab)  # (V_text,) model id of each of the text's ids, -1 if unknown
     train_chars = header["corpus"]["train_chars"] if corpus.sha256 == header["corpus"]["sha256"] else \
         len(corpus.ids) - int(len(corpus.ids) * header["train"]["val_frac"])
@@ -241,7 +240,7 @@ def ngram_surprisal(header: dict, vocab: Vocab, ids: np.ndarray, corpus_path: st
     train = train[train >= 0]
     if len(train) == 0:
         raise CharnnError(f"{path} has no character the model knows; give the text it was trained on (--corpus)")
-    fitted = baselines.fit_ngram(train.astype(vocab.dtype), vocab.size, NGRAM_ORDER)
+    fitted = baselines.fit_ngram(train.astype(vocab.dtype), vocab.size, baselines.ORDER)
     p = baselines.ngram_probs(fitted, ids)  # (N,)
     ngram, unigram = -np.log2(p), -np.log2(fitted.unigram[ids])
     ngram[0] = unigram[0] = np.nan
