@@ -17,7 +17,7 @@ from importlib import resources
 import numpy as np
 
 from charnn import evaluate
-from charnn.explain import SATURATED, Explanation
+from charnn.explain import SATURATED, SIGMOID_GATES, Explanation
 
 LEVELS = 64  # quantisation steps of an activation on the page (one base64 character each)
 ALPHABET = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", np.uint8)
@@ -27,7 +27,7 @@ CHANNEL_NAMES = {"h": "h (hidden state)", "c": "tanh(c) (cell)", "o": "output ga
 
 def value_range(key: str) -> tuple[float, float]:
     """The range of a channel's activations: sigmoid gates [0, 1], the rest (tanh) [-1, 1]."""
-    return (0.0, 1.0) if key.split(".")[1] in "oifrz" else (-1.0, 1.0)
+    return (0.0, 1.0) if key.split(".")[1] in "".join(SIGMOID_GATES.values()) else (-1.0, 1.0)
 
 
 def quantise(a: np.ndarray, lo: float, hi: float) -> str:
