@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from charnn import checkpoint, data, decoding, model, optim, sample, textfile, train
+from charnn import checkpoint, data, decoding, model, optim, parallel, sample, textfile, train
 from charnn.config import ModelConfig, TrainConfig
 
 VOCAB = 65  # tiny shakespeare's
@@ -80,24 +80,34 @@ def _current_rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def time_training(c: Config, steps: int, warmup: int) -> dict:
+def time_training(c: Config, steps: int, warmup: int, team=None) -> dict:
+    """The median training step (forward, BPTT, clip, Adam) of c, as train.py makes it. team: this
+    process's share of a data-parallel job (bench_workers.py: it trains its block of the streams and
+    the gradients are summed, as in train.py); by default one process, which shares nothing."""
+    team = team or parallel.Solo()
     mc = ModelConfig(model=c.model, vocab_size=c.vocab, hidden_size=c.hidden, num_layers=c.layers, dropout=0.0)
     rng = np.random.default_rng(0)
     params = model.init_params(mc, rng)
     opt_state = optim.init_state("adam", params)
     ids = rng.integers(0, c.vocab, size=c.batch * (c.seq * (steps + warmup) + 1)).astype(data.id_dtype(c.vocab))
-    stream = data.BatchStream(ids, c.batch, c.seq)
-    state = model.zero_state(mc, c.batch)
-    times = []
+    rows = team.rows(c.batch)  # (b0, b1): this process's streams
+    stream = data.BatchStream(ids, c.batch, c.seq, rows)
+    state = model.zero_state(mc, rows[1] - rows[0])
+    weight = (rows[1] - rows[0]) / c.batch
+    times, reduce_times = [], []
+    team.barrier()
     for k in range(warmup + steps):
-        t0 = time.perf_counter()
+        t0, r0 = time.perf_counter(), team.allreduce_seconds
         inputs, targets, _ = stream.next()
-        _, grads, state = model.loss_and_grads(params, mc, inputs, targets, state)
+        loss, grads, state = model.loss_and_grads(params, mc, inputs, targets, state)
+        loss, grads = team.sum_step(loss, grads, weight)
         optim.clip_by_global_norm(grads, 5.0)
         optim.update("adam", params, grads, opt_state, 2e-3, k + 1)
         if k >= warmup:
             times.append(time.perf_counter() - t0)
-    return {"seconds": statistics.median(times), "peak_rss": _peak_rss()}
+            reduce_times.append(team.allreduce_seconds - r0)
+    return {"seconds": statistics.median(times), "allreduce_in_step": statistics.median(reduce_times),
+            "peak_rss": _peak_rss()}
 
 
 def sampling_checkpoint(folder: str, model_name: str, layers: int, hidden: int) -> str:

@@ -22,8 +22,7 @@ import time
 
 import numpy as np
 
-from charnn import bench, data, launch, model, optim, parallel
-from charnn.config import ModelConfig
+from charnn import bench, launch, parallel
 
 # (model, layers, hidden, batch): the rows of the README's workers table.
 REFERENCE = [("lstm", 1, 128, 32), ("lstm", 2, 256, 64), ("lstm", 2, 512, 64), ("rnn", 2, 512, 64)]
@@ -31,29 +30,10 @@ ALLREDUCE_REPEATS = 30
 
 
 def time_ranks(c: bench.Config, steps: int, warmup: int) -> dict | None:
-    """Run in every rank: the median step, the Allreduce within it and alone; rank 0 returns them."""
+    """Run in every rank: the median step (bench.time_training on this rank's streams), the Allreduce
+    within it and alone; rank 0 returns them."""
     team = parallel.team()
-    mc = ModelConfig(model=c.model, vocab_size=c.vocab, hidden_size=c.hidden, num_layers=c.layers, dropout=0.0)
-    rng = np.random.default_rng(0)
-    params = model.init_params(mc, rng)
-    opt_state = optim.init_state("adam", params)
-    ids = rng.integers(0, c.vocab, size=c.batch * (c.seq * (steps + warmup) + 1)).astype(data.id_dtype(c.vocab))
-    rows = team.rows(c.batch)
-    stream = data.BatchStream(ids, c.batch, c.seq, rows)
-    state = model.zero_state(mc, rows[1] - rows[0])
-    weight = (rows[1] - rows[0]) / c.batch
-    times, reduce_times = [], []
-    team.barrier()
-    for k in range(warmup + steps):
-        t0, r0 = time.perf_counter(), team.allreduce_seconds
-        inputs, targets, _ = stream.next()
-        loss, grads, state = model.loss_and_grads(params, mc, inputs, targets, state)
-        loss, grads = team.sum_step(loss, grads, weight)
-        optim.clip_by_global_norm(grads, 5.0)
-        optim.update("adam", params, grads, opt_state, 2e-3, k + 1)
-        if k >= warmup:
-            times.append(time.perf_counter() - t0)
-            reduce_times.append(team.allreduce_seconds - r0)
+    step = bench.time_training(c, steps, warmup, team)
     alone = []
     for _ in range(ALLREDUCE_REPEATS):
         team.barrier()
@@ -63,7 +43,7 @@ def time_ranks(c: bench.Config, steps: int, warmup: int) -> dict | None:
     peaks = team.comm.gather(bench._peak_rss(), root=0)
     if not team.leader:
         return None
-    return {"seconds": statistics.median(times), "allreduce_in_step": statistics.median(reduce_times),
+    return {"seconds": step["seconds"], "allreduce_in_step": step["allreduce_in_step"],
             "allreduce": statistics.median(alone), "gradient_bytes": int(team.flat.nbytes), "peak_rss": max(peaks),
             "peak_rss_ranks": peaks, "workers": team.size}
 
